@@ -10,6 +10,8 @@ const commands: Record<string, Command> = {
   user: { summary: 'manage a users file: user add|passwd|del|list --file PATH [LOGIN]', load: () => import('./commands/user.js') },
   serve: { summary: 'run the SMTP server (inbound 25, submission 587, submissions 465)', load: () => import('./commands/serve.js') },
   config: { summary: 'print the configuration reference: config --defaults', load: () => import('./commands/config.js') },
+  dkim: { summary: 'DKIM keys: dkim keygen DOMAIN [--selector S] (prints the DNS TXT record)', load: () => import('./commands/dkim.js') },
+  check: { summary: 'validate the configuration and environment, explain each problem', load: () => import('./commands/check.js') },
   queue: { summary: 'inspect and manage the mail queue', load: () => import('./commands/queue.js') },
 };
 

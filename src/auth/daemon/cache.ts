@@ -1,0 +1,89 @@
+// Credential cache for authd (`-c`, `-t`, `-s`): remembers successful verifications only, never the password.
+// Trusts nothing it stores: entries hold an HMAC-SHA256 of the password under a random per-process key, salted by login/realm/service.
+import crypto from 'node:crypto';
+
+export interface CacheKey {
+  login: string;
+  realm: string;
+  service: string;
+}
+
+interface Entry {
+  digest: Buffer;
+  /** When the backend last confirmed this password (ms). Hits never refresh it: the lifetime is absolute. */
+  created: number;
+}
+
+export interface CacheStats {
+  hits: number;
+  misses: number;
+  entries: number;
+}
+
+/** Size in bytes of one entry in upstream's table (used to turn `-s KiB` into a capacity). */
+export const UPSTREAM_BUCKET_BYTES = 96;
+/** Upstream default: 1711 slots of 6 buckets. */
+export const DEFAULT_CAPACITY = 1711 * 6;
+
+export class CredentialCache {
+  private readonly key = crypto.randomBytes(32);
+  private readonly entries = new Map<string, Entry>();
+  private readonly ttlMs: number;
+  private readonly capacity: number;
+  private readonly now: () => number;
+  readonly stats = { hits: 0, misses: 0 };
+
+  constructor(opts: { ttlSeconds: number; capacity?: number; now?: () => number }) {
+    this.ttlMs = opts.ttlSeconds * 1000;
+    this.capacity = Math.max(1, opts.capacity ?? DEFAULT_CAPACITY);
+    this.now = opts.now ?? Date.now;
+  }
+
+  private id(k: CacheKey): string {
+    // Length-prefixed so that ("a@b","","x") and ("a","@b","x")-style tuples can never collide.
+    return [k.login, k.realm, k.service].map((s) => `${Buffer.byteLength(s)}:${s}`).join('|');
+  }
+
+  private digest(id: string, password: string): Buffer {
+    return crypto.createHmac('sha256', this.key).update(id).update('\0').update(password).digest();
+  }
+
+  /** True when this exact password was confirmed by the backend within the lifetime. */
+  lookup(k: CacheKey, password: string): boolean {
+    const id = this.id(k);
+    const e = this.entries.get(id);
+    if (!e || e.created <= this.now() - this.ttlMs) {
+      if (e) this.entries.delete(id);
+      this.stats.misses++;
+      return false;
+    }
+    const hit = crypto.timingSafeEqual(e.digest, this.digest(id, password));
+    if (hit) this.stats.hits++;
+    else this.stats.misses++;
+    return hit;
+  }
+
+  /** Record a backend success. A new password for the same key replaces the old one at once. */
+  store(k: CacheKey, password: string): void {
+    const id = this.id(k);
+    this.entries.delete(id);
+    this.entries.set(id, { digest: this.digest(id, password), created: this.now() });
+    while (this.entries.size > this.capacity) {
+      const oldest = this.entries.keys().next().value as string;
+      this.entries.delete(oldest);
+    }
+  }
+
+  /** Forget one login (all realms/services are keyed separately; this removes the exact key). */
+  forget(k: CacheKey): void {
+    this.entries.delete(this.id(k));
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}

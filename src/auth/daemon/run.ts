@@ -1,0 +1,217 @@
+// Runs authd as saslauthd does: run directory, pid file, single instance, the `mux` socket, signals, optional detach.
+// Trusts its parsed options; the run directory's permissions are the access control (only the MTA's group gets in).
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { mechanisms, mechanismNames } from '../backends/index.js';
+import { CredentialCache, DEFAULT_CAPACITY, UPSTREAM_BUCKET_BYTES } from './cache.js';
+import { AuthService, serveConnections } from './server.js';
+import type { AuthdOptions } from './options.js';
+import type { AuthBackend } from '../types.js';
+import { ConfigError, FacteurError } from '../../lib/errors.js';
+import { createLogger, type Logger } from '../../observability/log.js';
+
+export const VERSION = '0.1.0';
+export const SOCKET_NAME = 'mux';
+export const PID_NAME = 'saslauthd.pid';
+
+/** Exit status when another instance holds the run directory (as saslauthd). */
+export const EXIT_ALREADY_RUNNING = 2;
+
+export async function createBackend(mech: string, option: string | undefined, log: Logger): Promise<AuthBackend> {
+  const load = mechanisms[mech];
+  if (!load) throw new ConfigError(`unknown authentication mechanism: ${mech} (facteur knows: ${mechanismNames.join(' ')})`);
+  try {
+    const factory = await load();
+    return await factory(option, { log: (msg) => log.info({ mech }, msg) });
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new ConfigError(`failed to initialize mechanism ${mech}: ${reason}`, { cause: err });
+  }
+}
+
+/** Look a group name up in /etc/group. */
+export function groupId(name: string): number | undefined {
+  if (/^\d+$/.test(name)) return Number(name);
+  try {
+    for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
+      const [n, , gid] = line.split(':');
+      if (n === name) return Number(gid);
+    }
+  } catch {
+    /* no /etc/group: no group */
+  }
+  return undefined;
+}
+
+async function socketAnswers(p: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(p);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Prepare the run directory: create it 0710 with the MTA's group, or warn when an existing one is open to everyone. */
+async function prepareRunDir(o: AuthdOptions, log: Logger): Promise<void> {
+  const gid = o.group !== undefined ? groupId(o.group) : groupId('sasl');
+  if (o.group !== undefined && gid === undefined) throw new ConfigError(`--group ${o.group}: no such group in /etc/group`);
+  let created = false;
+  try {
+    await fsp.mkdir(o.runDir, { mode: 0o710 });
+    created = true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+      throw new ConfigError(`cannot create run directory ${o.runDir}: ${(err as Error).message} (create its parent, or choose another -m)`, { cause: err });
+    }
+  }
+  if (gid !== undefined && (created || o.group !== undefined) && process.getuid?.() === 0) {
+    await fsp.chown(o.runDir, 0, gid);
+    await fsp.chmod(o.runDir, 0o710);
+  }
+  const st = await fsp.stat(o.runDir);
+  if (!st.isDirectory()) throw new ConfigError(`-m ${o.runDir} is not a directory`);
+  if (st.mode & 0o001) {
+    log.warn({ runDir: o.runDir, mode: (st.mode & 0o777).toString(8) }, 'run directory is open to every local user: any of them can test passwords; chmod 0710 and give it the MTA group (chgrp sasl)');
+  }
+}
+
+export interface RunningAuthd {
+  socketPath: string;
+  service: AuthService;
+  stop(): Promise<void>;
+}
+
+/** Start serving in this process. Resolves once the socket accepts connections. */
+export async function startAuthd(o: AuthdOptions, log: Logger): Promise<RunningAuthd> {
+  await prepareRunDir(o, log);
+  const socketPath = path.join(o.runDir, SOCKET_NAME);
+  const pidPath = path.join(o.runDir, PID_NAME);
+
+  // Single instance: a live pid file whose socket answers means another daemon owns this directory.
+  try {
+    const pid = Number((await fsp.readFile(pidPath, 'utf8')).trim());
+    let alive = false;
+    if (pid > 0 && pid !== process.pid) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch {
+        alive = false;
+      }
+    }
+    if (alive && (await socketAnswers(socketPath))) {
+      throw new FacteurError('ERUNNING', `Another instance of saslauthd is currently running (pid ${pid}, ${socketPath})`);
+    }
+  } catch (err) {
+    if (err instanceof FacteurError) throw err;
+  }
+
+  const backend = await createBackend(o.mech, o.mechOption, log);
+  const cache = o.cache
+    ? new CredentialCache({ ttlSeconds: o.cacheTtlSeconds, capacity: o.cacheKiB ? Math.floor((o.cacheKiB * 1024) / UPSTREAM_BUCKET_BYTES) : DEFAULT_CAPACITY })
+    : undefined;
+  const service = new AuthService({
+    backend,
+    cache,
+    realmJoin: o.realmJoin,
+    maxInflight: o.maxInflight,
+    readTimeoutMs: o.readTimeoutSeconds * 1000,
+    backendTimeoutMs: o.backendTimeoutSeconds * 1000,
+    verbose: o.verbose,
+    log,
+  });
+
+  await fsp.rm(socketPath, { force: true });
+  const server = net.createServer();
+  serveConnections(server, service, { readTimeoutMs: o.readTimeoutSeconds * 1000, log });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    // Backlog 32 as upstream would be too small for an asynchronous server; let the kernel default apply.
+    server.listen(socketPath, () => resolve());
+  });
+  // The directory (0710, MTA group) is the gate, as upstream; the socket itself must be connectable by that group.
+  await fsp.chmod(socketPath, 0o777);
+  await fsp.writeFile(pidPath, `${process.pid}\n`, { mode: 0o600 });
+  log.info({ socket: socketPath, mech: o.mech, cache: o.cache, ttl: o.cache ? o.cacheTtlSeconds : undefined }, 'facteur authd ready');
+
+  let stopped = false;
+  return {
+    socketPath,
+    service,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await Promise.all([fsp.rm(socketPath, { force: true }), fsp.rm(pidPath, { force: true })]);
+      await service.backend.close?.();
+    },
+  };
+}
+
+/** Re-create the backend from its configuration (SIGHUP); on error keep the old one and say why. */
+export async function reloadBackend(running: RunningAuthd, o: AuthdOptions, log: Logger): Promise<void> {
+  try {
+    const fresh = await createBackend(o.mech, o.mechOption, log);
+    const old = running.service.backend;
+    running.service.backend = fresh;
+    log.info({ mech: o.mech }, 'configuration reloaded');
+    await old.close?.();
+  } catch (err) {
+    log.error({ mech: o.mech, err: { message: (err as Error).message } }, 'reload failed, keeping the previous configuration');
+  }
+}
+
+const DETACHED_ENV = 'FACTEUR_AUTHD_DETACHED';
+
+/** Daemon entry: foreground (-d/-f) or detach like saslauthd (the parent exits with the child's start status). */
+export async function runDaemon(o: AuthdOptions): Promise<number> {
+  if (!o.foreground && process.env[DETACHED_ENV] !== '1') return detach();
+  const log = createLogger({ name: 'authd', level: o.verbose ? 'debug' : 'info', file: o.logFile });
+  let running: RunningAuthd;
+  try {
+    running = await startAuthd(o, log);
+  } catch (err) {
+    const code = err instanceof FacteurError && err.code === 'ERUNNING' ? EXIT_ALREADY_RUNNING : 1;
+    process.stderr.write(`facteur authd: ${(err as Error).message}\n`);
+    log.flush();
+    return code;
+  }
+  process.send?.('ready');
+  process.disconnect?.();
+  await new Promise<void>((resolve) => {
+    const shutdown = (sig: string) => {
+      log.info({ signal: sig }, 'shutting down');
+      void running.stop().then(resolve, resolve);
+    };
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.once('SIGINT', () => shutdown('SIGINT'));
+    process.on('SIGHUP', () => void reloadBackend(running, o, log));
+    process.on('SIGPIPE', () => undefined);
+  });
+  log.flush();
+  return 0;
+}
+
+function detach(): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      detached: true,
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      env: { ...process.env, [DETACHED_ENV]: '1' },
+    });
+    child.once('message', (m) => {
+      if (m === 'ready') {
+        child.unref();
+        child.disconnect();
+        resolve(0);
+      }
+    });
+    child.once('exit', (code) => resolve(code ?? 1));
+  });
+}

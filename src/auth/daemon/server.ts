@@ -1,0 +1,171 @@
+// The saslauthd-compatible UNIX-socket server: one request per connection, answered byte for byte as cyrus-sasl's ipc_unix.c does.
+// Trusts nothing from the socket (lengths bounded, fields decoded strictly); trusts its backend and its options.
+import net from 'node:net';
+import { parseRequest, fieldToString, BASE_FIELDS, encodeFields } from '../protocol/frame.js';
+import { replyText, type AuthBackend, type AuthResult, type Credentials } from '../types.js';
+import { CredentialCache } from './cache.js';
+import type { Logger } from '../../observability/log.js';
+
+export interface AuthServiceOptions {
+  backend: AuthBackend;
+  cache?: CredentialCache;
+  realmJoin: boolean;
+  maxInflight: number;
+  readTimeoutMs: number;
+  backendTimeoutMs: number;
+  verbose: boolean;
+  log: Logger;
+}
+
+/** Bounded concurrency without blocking the event loop: callers beyond the limit wait in FIFO order. */
+class Semaphore {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly limit: number) {}
+  async acquire(): Promise<() => void> {
+    if (this.active >= this.limit) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    return () => {
+      this.active--;
+      this.waiting.shift()?.();
+    };
+  }
+}
+
+/** Grace for the optional 5th field when only part of it has arrived (4-field clients never wait). */
+const FIFTH_FIELD_GRACE_MS = 200;
+/** Time a client gets to close after our reply before we close on it (upstream waits forever). */
+const DRAIN_TIMEOUT_MS = 5_000;
+
+/**
+ * The request handler shared by the socket server and in-process callers: validation, `-r`, cache, backend, logging.
+ * Never throws: backend exceptions become temporary failures (fail closed).
+ */
+export class AuthService {
+  backend: AuthBackend;
+  private readonly sem: Semaphore;
+  inflight = 0;
+
+  constructor(private readonly o: AuthServiceOptions) {
+    this.backend = o.backend;
+    this.sem = new Semaphore(o.maxInflight);
+  }
+
+  async handle(c: Credentials): Promise<AuthResult> {
+    if (!c.login) return { verdict: 'fail', reason: 'NULL login received' };
+    if (!c.password) return { verdict: 'fail', reason: 'NULL password received' };
+    const creds = this.o.realmJoin && c.realm ? { ...c, login: `${c.login}@${c.realm}` } : c;
+    const key = { login: creds.login, realm: creds.realm, service: creds.service };
+    const logCtx = { user: creds.login, service: creds.service, realm: creds.realm, mech: this.backend.name, remote: creds.clientAddr || undefined };
+    if (this.o.cache?.lookup(key, creds.password)) {
+      if (this.o.verbose) this.o.log.info(logCtx, 'auth success (cached)');
+      return { verdict: 'ok', reason: '' };
+    }
+    const release = await this.sem.acquire();
+    this.inflight++;
+    let result: AuthResult;
+    try {
+      result = await this.backend.verify(creds, { signal: AbortSignal.timeout(this.o.backendTimeoutMs) });
+    } catch (err) {
+      this.o.log.error({ ...logCtx, err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'mechanism failed');
+      result = { verdict: 'tempfail', reason: '[UNAVAILABLE] internal mechanism failure' };
+    } finally {
+      this.inflight--;
+      release();
+    }
+    if (result.verdict === 'ok') {
+      this.o.cache?.store(key, creds.password);
+      if (this.o.verbose) this.o.log.info(logCtx, 'auth success');
+    } else {
+      this.o.log.warn({ ...logCtx, reason: result.reason || 'Unknown', temporary: result.verdict === 'tempfail' }, 'auth failure');
+    }
+    return result;
+  }
+}
+
+/** Serve the saslauthd protocol on a listening socket (created by the caller, so tests can use any path). */
+export function serveConnections(server: net.Server, service: AuthService, o: Pick<AuthServiceOptions, 'readTimeoutMs' | 'log'>): void {
+  server.on('connection', (sock) => handleConnection(sock, service, o));
+}
+
+function handleConnection(sock: net.Socket, service: AuthService, o: Pick<AuthServiceOptions, 'readTimeoutMs' | 'log'>): void {
+  let buf = Buffer.alloc(0);
+  let state: 'reading' | 'working' | 'draining' = 'reading';
+  let graceTimer: NodeJS.Timeout | undefined;
+  const readTimer = setTimeout(() => sock.destroy(), o.readTimeoutMs);
+  readTimer.unref();
+
+  // Upstream's ending: reply, shutdown(SHUT_WR), read and discard until the client closes, close.
+  const finish = (reply?: Buffer) => {
+    state = 'draining';
+    clearTimeout(readTimer);
+    clearTimeout(graceTimer);
+    if (reply) sock.end(reply);
+    else sock.end();
+    setTimeout(() => sock.destroy(), DRAIN_TIMEOUT_MS).unref();
+  };
+
+  const answer = async (fields: Buffer[]) => {
+    state = 'working';
+    clearTimeout(readTimer);
+    clearTimeout(graceTimer);
+    const [login, password, svc, realm, addr] = fields.map(fieldToString);
+    let result: AuthResult;
+    if (login === null || password === null || svc === null || realm === null || addr === null) {
+      result = { verdict: 'fail', reason: 'invalid UTF-8 in request' };
+    } else {
+      result = await service.handle({ login: login!, password: password!, service: svc!, realm: realm!, clientAddr: addr ?? '' });
+    }
+    if (!sock.destroyed) finish(encodeFields([replyText(result)]));
+  };
+
+  const onBytes = () => {
+    if (state !== 'reading') return;
+    const r = parseRequest(buf);
+    if (r.kind === 'oversize') {
+      finish(encodeFields(['NO ']));
+    } else if (r.kind === 'request') {
+      void answer(r.fields);
+    } else if (r.fields === BASE_FIELDS && !graceTimer) {
+      // Part of a 5th field: give it a moment, then answer with the 4 we have.
+      graceTimer = setTimeout(() => {
+        const four = parseRequest(buf.subarray(0, fieldsLength(buf, BASE_FIELDS)));
+        if (state === 'reading' && four.kind === 'request') void answer(four.fields);
+      }, FIFTH_FIELD_GRACE_MS);
+    }
+  };
+
+  sock.on('data', (chunk) => {
+    if (state !== 'reading') return; // drained and discarded
+    buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+    onBytes();
+  });
+  sock.on('end', () => {
+    if (state === 'reading') {
+      // EOF: a complete 4-field request followed by a half-close is fine; anything shorter gets no reply (upstream).
+      const len = fieldsLength(buf, BASE_FIELDS);
+      const r = len > 0 ? parseRequest(buf.subarray(0, len)) : null;
+      if (r?.kind === 'request') void answer(r.fields);
+      else finish();
+    } else if (state === 'draining') {
+      sock.destroy();
+    }
+  });
+  sock.on('error', () => sock.destroy());
+  sock.on('close', () => {
+    clearTimeout(readTimer);
+    clearTimeout(graceTimer);
+  });
+}
+
+/** Byte length of the first n complete fields, or 0 when they are not all there. */
+function fieldsLength(buf: Buffer, n: number): number {
+  let off = 0;
+  for (let i = 0; i < n; i++) {
+    if (buf.length - off < 2) return 0;
+    const len = buf.readUInt16BE(off);
+    if (buf.length - off - 2 < len) return 0;
+    off += 2 + len;
+  }
+  return off;
+}

@@ -189,3 +189,44 @@ test('garbage storms do not take the daemon down', async () => {
   await Promise.all(storms);
   assert.equal((await testsaslauthd('-u', 'alice', '-p', 'wonderland')).code, 0);
 });
+
+test('brute force: 1000 wrong passwords from one address are slowed then refused; the real user elsewhere gets in throughout', async () => {
+  const { PenaltyBox, DEFAULT_PENALTY } = await import('../../src/policy/penalty.js');
+  const penalty = new PenaltyBox({ ...DEFAULT_PENALTY, baseDelayMs: 20, maxDelayMs: 200 });
+  const log = createLogger({ name: 'authd-test', level: 'silent' });
+  const service = new AuthService({ backend, realmJoin: false, maxInflight: 64, readTimeoutMs: 3000, backendTimeoutMs: 5000, verbose: false, log, penalty });
+  const psock = path.join(dir, 'mux-penalty');
+  const srv = net.createServer();
+  serveConnections(srv, service, { readTimeoutMs: 3000, log });
+  await new Promise<void>((r) => srv.listen(psock, r));
+  try {
+    const callsBefore = backendCalls;
+    const attacker = { fail: 0, refused: 0, ok: 0 };
+    const legit = { ok: 0, other: 0 };
+    const attack = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const r = await verifyViaSocket(psock, { login: 'alice', password: `guess${i}`, service: 'smtp', realm: '', clientAddr: '198.51.100.9;50000' }, AbortSignal.timeout(10_000));
+        if (r.verdict === 'fail') attacker.fail++;
+        else if (r.verdict === 'tempfail' && /too many authentication failures/.test(r.reason)) attacker.refused++;
+        else attacker.ok++;
+      }
+    };
+    const user = async () => {
+      for (let i = 0; i < 40; i++) {
+        const r = await verifyViaSocket(psock, { login: 'alice', password: 'wonderland', service: 'smtp', realm: '', clientAddr: '192.0.2.1;40000' }, AbortSignal.timeout(10_000));
+        if (r.verdict === 'ok') legit.ok++;
+        else legit.other++;
+      }
+    };
+    await Promise.all([...Array.from({ length: 20 }, () => attack(50)), user()]);
+    assert.equal(attacker.ok, 0);
+    assert.equal(attacker.fail + attacker.refused, 1000);
+    assert.ok(attacker.fail <= DEFAULT_PENALTY.blockAfter + 20, `only the first attempts reached the backend (${attacker.fail})`);
+    assert.ok(attacker.refused >= 1000 - DEFAULT_PENALTY.blockAfter - 20);
+    assert.ok(penalty.stats.delayed > 0, 'failure replies were held back before the block');
+    assert.deepEqual(legit, { ok: 40, other: 0 });
+    assert.ok(backendCalls - callsBefore < 100, 'refused attempts never reach the backend');
+  } finally {
+    await new Promise((r) => srv.close(r));
+  }
+});

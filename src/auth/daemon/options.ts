@@ -26,6 +26,8 @@ export interface AuthdOptions {
   /** Seconds a backend has to answer before the request is a temporary failure. */
   backendTimeoutSeconds: number;
   logFile?: string;
+  /** Brute-force defence for requests that carry the client address. */
+  penalty: boolean;
 }
 
 export const DEFAULT_RUN_DIR = '/var/run/saslauthd';
@@ -56,6 +58,8 @@ facteur options:
   --read-timeout S      seconds a client has to send its request (default 30)
   --backend-timeout S   seconds a backend has to answer (default 30)
   --log-file PATH       append logs to PATH (default: stderr)
+  --no-penalty          turn off the brute-force defence (on by default: failures from one client address,
+                        when the client sends it, are delayed then refused for 15 minutes)
 `;
 
 function defaults(): AuthdOptions {
@@ -73,6 +77,7 @@ function defaults(): AuthdOptions {
     maxInflight: 256,
     readTimeoutSeconds: 30,
     backendTimeoutSeconds: 30,
+    penalty: true,
   };
 }
 
@@ -95,6 +100,10 @@ export function parseAuthdArgs(argv: string[], readFile: (p: string) => string =
     if (arg.startsWith('--')) {
       const eq = arg.indexOf('=');
       const name = eq > 0 ? arg.slice(0, eq) : arg;
+      if (name === '--no-penalty') {
+        o.penalty = false;
+        continue;
+      }
       if (name === '--help') {
         o.showHelp = true;
         continue;

@@ -11,6 +11,7 @@ import { AuthService, serveConnections } from './server.js';
 import type { AuthdOptions } from './options.js';
 import type { AuthBackend } from '../types.js';
 import { ConfigError, FacteurError } from '../../lib/errors.js';
+import { PenaltyBox } from '../../policy/penalty.js';
 import { createLogger, type Logger } from '../../observability/log.js';
 
 export const VERSION = '0.1.0';
@@ -125,6 +126,7 @@ export async function startAuthd(o: AuthdOptions, log: Logger): Promise<RunningA
     backendTimeoutMs: o.backendTimeoutSeconds * 1000,
     verbose: o.verbose,
     log,
+    penalty: o.penalty ? new PenaltyBox() : undefined,
   });
 
   await fsp.rm(socketPath, { force: true });

@@ -5,6 +5,7 @@ import { parseRequest, fieldToString, BASE_FIELDS, encodeFields } from '../proto
 import { replyText, type AuthBackend, type AuthResult, type Credentials } from '../types.js';
 import { CredentialCache } from './cache.js';
 import type { Logger } from '../../observability/log.js';
+import type { PenaltyBox } from '../../policy/penalty.js';
 
 export interface AuthServiceOptions {
   backend: AuthBackend;
@@ -15,6 +16,8 @@ export interface AuthServiceOptions {
   backendTimeoutMs: number;
   verbose: boolean;
   log: Logger;
+  /** Brute-force defence, applied when the request carries the client address (5th field). */
+  penalty?: PenaltyBox;
 }
 
 /** Bounded concurrency without blocking the event loop: callers beyond the limit wait in FIFO order. */
@@ -57,7 +60,13 @@ export class AuthService {
     const creds = this.o.realmJoin && c.realm ? { ...c, login: `${c.login}@${c.realm}` } : c;
     const key = { login: creds.login, realm: creds.realm, service: creds.service };
     const logCtx = { user: creds.login, service: creds.service, realm: creds.realm, mech: this.backend.name, remote: creds.clientAddr || undefined };
+    const admission = this.o.penalty?.admit(creds.clientAddr) ?? { allowed: true };
+    if (!admission.allowed) {
+      this.o.log.warn({ ...logCtx, retryAfterMs: admission.retryAfterMs }, 'auth refused: too many failures from this address');
+      return { verdict: 'tempfail', reason: '[UNAVAILABLE] too many authentication failures from this address, try again later' };
+    }
     if (this.o.cache?.lookup(key, creds.password)) {
+      this.o.penalty?.success(creds.clientAddr);
       if (this.o.verbose) this.o.log.info(logCtx, 'auth success (cached)');
       return { verdict: 'ok', reason: '' };
     }
@@ -74,10 +83,14 @@ export class AuthService {
       release();
     }
     if (result.verdict === 'ok') {
+      this.o.penalty?.success(creds.clientAddr);
       this.o.cache?.store(key, creds.password);
       if (this.o.verbose) this.o.log.info(logCtx, 'auth success');
     } else {
       this.o.log.warn({ ...logCtx, reason: result.reason || 'Unknown', temporary: result.verdict === 'tempfail' }, 'auth failure');
+      // A wrong password (not a backend outage) costs the sender time: the reply is held back, growing with repeated failures.
+      const delay = result.verdict === 'fail' ? (this.o.penalty?.failure(creds.clientAddr, creds.login) ?? 0) : 0;
+      if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     }
     return result;
   }

@@ -24,7 +24,8 @@ export interface PostfixOptions {
   main?: string[];
 }
 
-export async function startPostfix(o: PostfixOptions): Promise<Postfix> {
+/** Write a Postfix configuration (main.cf, master.cf, sasl/smtpd.conf) and queue directory without starting it. */
+export async function writePostfixConfig(o: PostfixOptions): Promise<{ configDir: string; saslDir: string; maillog: string }> {
   const configDir = path.join(o.dir, 'etc');
   const queueDir = path.join(o.dir, 'spool');
   const dataDir = path.join(o.dir, 'data');
@@ -69,6 +70,11 @@ export async function startPostfix(o: PostfixOptions): Promise<Postfix> {
   );
   // The seed's Cyrus file, with the socket path given in full (…/mux).
   await fs.writeFile(path.join(saslDir, 'smtpd.conf'), `pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\nsaslauthd_path: ${o.saslauthdPath}\n`);
+  return { configDir, saslDir, maillog };
+}
+
+export async function startPostfix(o: PostfixOptions): Promise<Postfix> {
+  const { configDir, maillog } = await writePostfixConfig(o);
   // 'check' creates the queue directories with their owners and modes.
   await run('/usr/sbin/postfix', ['-c', configDir, 'check']);
   await run('/usr/sbin/postfix', ['-c', configDir, 'start']);

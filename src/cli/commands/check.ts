@@ -1,0 +1,50 @@
+// `facteur check`: validates configuration and environment and explains each problem in one sentence with the fix.
+// Exit status 0 when nothing is an error, 1 otherwise (for scripts). Wires the checks of each part.
+import fs from 'node:fs';
+import { checkAuthd, checkPostfix, type Finding } from '../../auth/check.js';
+import { parseAuthdArgs } from '../../auth/daemon/options.js';
+import { SOCKET_NAME } from '../../auth/daemon/run.js';
+import { UsageError } from '../../lib/errors.js';
+
+const USAGE = `usage: facteur check [--authd "AUTHD FLAGS" | --defaults /etc/default/saslauthd] [--postfix DIR]
+
+  --defaults FILE   check the authd started from this Debian defaults file (mechanism, its config, run directory)
+  --authd FLAGS     the same, from authd flags, e.g. --authd "-a ldap -O /etc/saslauthd.conf -m /var/run/saslauthd"
+  --postfix DIR     check a Postfix configuration directory (default /etc/postfix when it exists) against that authd
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  let authdArgs: string[] | undefined;
+  let postfixDir: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--defaults') authdArgs = ['--defaults', argv[++i]];
+    else if (a === '--authd') authdArgs = (argv[++i] ?? '').split(/\s+/).filter(Boolean);
+    else if (a === '--postfix') postfixDir = argv[++i];
+    else if (a === '-h' || a === '--help') {
+      process.stdout.write(USAGE);
+      return 0;
+    } else throw new UsageError(`check: unknown argument ${a}\n${USAGE}`);
+  }
+  const findings: Finding[] = [];
+  let socket: string | undefined;
+  if (authdArgs) {
+    try {
+      const o = parseAuthdArgs([...authdArgs, '-f']);
+      socket = `${o.runDir}/${SOCKET_NAME}`;
+      findings.push(...(await checkAuthd(o)));
+    } catch (err) {
+      findings.push({ level: 'error', message: (err as Error).message });
+    }
+  }
+  if (!postfixDir && fs.existsSync('/etc/postfix/main.cf') && authdArgs) postfixDir = '/etc/postfix';
+  if (postfixDir) findings.push(...checkPostfix(postfixDir, socket));
+  if (findings.length === 0) {
+    process.stdout.write(`nothing to check: give --defaults FILE, --authd FLAGS or --postfix DIR\n`);
+    return 1;
+  }
+  for (const f of findings) process.stdout.write(`${f.level === 'ok' ? 'ok     ' : f.level === 'warning' ? 'warning' : 'error  '}  ${f.message}\n`);
+  const errors = findings.filter((f) => f.level === 'error').length;
+  process.stdout.write(errors ? `${errors} problem${errors > 1 ? 's' : ''} to fix\n` : 'no problem found\n');
+  return errors ? 1 : 0;
+}

@@ -1,0 +1,455 @@
+// The durable spool: one file per message (header, envelope, bytes, trailer with length and SHA-256), written to incoming/,
+// fsynced, renamed into active/ and the directory fsynced before commit() resolves. Trusts only its own directory.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { FacteurError } from '../lib/errors.js';
+import type { Envelope, QueueWriter } from './types.js';
+
+/** Where a committed message lives; the directory name is the state. */
+export type QueueState = 'active' | 'deferred' | 'hold';
+export const QUEUE_STATES: readonly QueueState[] = ['active', 'deferred', 'hold'];
+
+export type RecipientState = 'pending' | 'delivered' | 'deferred' | 'failed';
+
+export interface RecipientStatus {
+  address: string;
+  state: RecipientState;
+  /** Last reply or local error, e.g. `550 5.1.1 User unknown`. */
+  lastError?: string;
+  /** RFC 3463 status for DSNs, e.g. `5.1.1`. */
+  status?: string;
+  /** Remote host that gave the last answer. */
+  remoteMta?: string;
+  /** When the final result (delivered/failed) was recorded. */
+  finalAt?: number;
+  /** A DSN (failure, success or delay) has already been queued for this recipient. */
+  notified?: 'failure' | 'success' | 'delay';
+}
+
+export interface MessageStatus {
+  attempts: number;
+  /** ms since epoch; 0 = as soon as possible. */
+  nextAttempt: number;
+  lastAttempt?: number;
+  lastError?: string;
+  /** Same order as envelope.rcptTo. */
+  recipients: RecipientStatus[];
+}
+
+export interface QueueEntry {
+  id: string;
+  state: QueueState;
+  /** Message size in bytes (without spool framing). */
+  size: number;
+  envelope: Envelope;
+  status: MessageStatus;
+}
+
+const MAGIC = 'FACTEUR-SPOOL 1';
+const TRAILER_TAG = '\nFACTEUR-END ';
+// "\nFACTEUR-END " + 16 hex length + " " + 64 hex sha256 + "\n"
+const TRAILER_LEN = TRAILER_TAG.length + 16 + 1 + 64 + 1;
+const MAX_HEADER = 1024 * 1024;
+const ID_RE = /^[0-9A-Z]{12,40}$/;
+
+export function isQueueId(id: string): boolean {
+  return ID_RE.test(id);
+}
+
+let idCounter = 0;
+/** Time-ordered, file-name safe, unique within and across processes. */
+export function newQueueId(now = Date.now()): string {
+  idCounter = (idCounter + 1) % 1296;
+  const t = now.toString(36).toUpperCase().padStart(9, '0');
+  const c = idCounter.toString(36).toUpperCase().padStart(2, '0');
+  const r = crypto.randomBytes(5).toString('hex').toUpperCase();
+  return `${t}${c}${r}`;
+}
+
+const DISK_FULL = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
+
+/** A spool I/O failure as a temporary error: SMTP answers 452 (full) or 451 (anything else). */
+export function spoolError(err: unknown, what: string): FacteurError {
+  if (err instanceof FacteurError) return err;
+  const code = (err as NodeJS.ErrnoException)?.code ?? 'EIO';
+  if (DISK_FULL.has(code)) return new FacteurError('ESPOOLFULL', `queue ${what} failed: no space left on the spool device (${code})`, { temporary: true, cause: err });
+  return new FacteurError('ESPOOLWRITE', `queue ${what} failed (${code})`, { temporary: true, cause: err });
+}
+
+/** Batches directory fsyncs: callers that arrive while one runs share the next one (group commit). */
+class DirSyncer {
+  private running = false;
+  private waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+  constructor(private readonly dir: string) {}
+
+  sync(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      if (!this.running) void this.run();
+    });
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    while (this.waiters.length) {
+      const batch = this.waiters;
+      this.waiters = [];
+      try {
+        const fh = await fsp.open(this.dir, 'r');
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        for (const w of batch) w.resolve();
+      } catch (err) {
+        for (const w of batch) w.reject(err);
+      }
+    }
+    this.running = false;
+  }
+}
+
+function header(envelope: Envelope): Buffer {
+  const env = Buffer.from(JSON.stringify(envelope), 'utf8');
+  return Buffer.concat([Buffer.from(`${MAGIC} ${env.length}\n`, 'ascii'), env, Buffer.from('\n')]);
+}
+
+function trailer(length: number, sha: string): Buffer {
+  return Buffer.from(`${TRAILER_TAG}${length.toString(16).padStart(16, '0')} ${sha}\n`, 'ascii');
+}
+
+interface Framing {
+  envelope: Envelope;
+  bodyOffset: number;
+  size: number;
+}
+
+/** Parse the header and trailer of a spool file (and verify the checksum when `verify`). Throws on any inconsistency. */
+async function readFraming(file: string, verify: boolean): Promise<Framing> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const { size: fileSize } = await fh.stat();
+    const headBuf = Buffer.alloc(Math.min(fileSize, 64 * 1024));
+    await fh.read(headBuf, 0, headBuf.length, 0);
+    const nl = headBuf.indexOf(0x0a);
+    if (nl < 0) throw new Error('no header line');
+    const m = /^FACTEUR-SPOOL 1 (\d+)$/.exec(headBuf.subarray(0, nl).toString('ascii'));
+    if (!m) throw new Error('bad magic');
+    const envLen = Number(m[1]);
+    if (envLen > MAX_HEADER) throw new Error('envelope too large');
+    const bodyOffset = nl + 1 + envLen + 1;
+    if (fileSize < bodyOffset + TRAILER_LEN) throw new Error('truncated');
+    const envBuf = Buffer.alloc(envLen + 1);
+    await fh.read(envBuf, 0, envLen + 1, nl + 1);
+    if (envBuf[envLen] !== 0x0a) throw new Error('envelope not terminated');
+    const envelope = JSON.parse(envBuf.subarray(0, envLen).toString('utf8')) as Envelope;
+    const tBuf = Buffer.alloc(TRAILER_LEN);
+    await fh.read(tBuf, 0, TRAILER_LEN, fileSize - TRAILER_LEN);
+    const t = /^\nFACTEUR-END ([0-9a-f]{16}) ([0-9a-f]{64})\n$/.exec(tBuf.toString('ascii'));
+    if (!t) throw new Error('no end marker');
+    const size = parseInt(t[1], 16);
+    if (size !== fileSize - bodyOffset - TRAILER_LEN) throw new Error('length mismatch');
+    if (verify) {
+      const h = crypto.createHash('sha256');
+      const chunk = Buffer.alloc(256 * 1024);
+      let pos = 0;
+      const end = fileSize - TRAILER_LEN;
+      while (pos < end) {
+        const { bytesRead } = await fh.read(chunk, 0, Math.min(chunk.length, end - pos), pos);
+        if (bytesRead === 0) throw new Error('short read');
+        h.update(chunk.subarray(0, bytesRead));
+        pos += bytesRead;
+      }
+      if (h.digest('hex') !== t[2]) throw new Error('checksum mismatch');
+    }
+    return { envelope, bodyOffset, size };
+  } finally {
+    await fh.close();
+  }
+}
+
+export interface SpoolOpenOptions {
+  /** Verify every file's checksum at open (default true). */
+  verify?: boolean;
+  /** Called for each file discarded at open. */
+  onDiscard?: (file: string, reason: string) => void;
+}
+
+export interface OpenReport {
+  kept: number;
+  discarded: { file: string; reason: string }[];
+}
+
+export class Spool implements QueueWriter {
+  readonly dir: string;
+  readonly report: OpenReport = { kept: 0, discarded: [] };
+  private readonly syncers = new Map<string, DirSyncer>();
+  private readonly listeners = new Set<(id: string) => void>();
+
+  private constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** Create the layout if needed, discard partial and corrupt files, keep complete ones. */
+  static async open(dir: string, opts: SpoolOpenOptions = {}): Promise<Spool> {
+    const s = new Spool(path.resolve(dir));
+    await s.init(opts);
+    return s;
+  }
+
+  dirOf(name: QueueState | 'incoming' | 'status' | 'corrupt' | 'control'): string {
+    return path.join(this.dir, name);
+  }
+
+  fileOf(state: QueueState, id: string): string {
+    return path.join(this.dir, state, id);
+  }
+
+  private syncer(dir: string): DirSyncer {
+    let s = this.syncers.get(dir);
+    if (!s) this.syncers.set(dir, (s = new DirSyncer(dir)));
+    return s;
+  }
+
+  private async init(opts: SpoolOpenOptions): Promise<void> {
+    try {
+      await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+      for (const d of ['incoming', 'status', 'corrupt', 'control', ...QUEUE_STATES] as const) await fsp.mkdir(this.dirOf(d), { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw spoolError(err, 'open');
+    }
+    const discard = async (file: string, reason: string, keepCopy: boolean) => {
+      this.report.discarded.push({ file, reason });
+      opts.onDiscard?.(file, reason);
+      if (keepCopy) await fsp.rename(file, path.join(this.dirOf('corrupt'), `${path.basename(file)}.${Date.now()}`)).catch(() => fsp.rm(file, { force: true }));
+      else await fsp.rm(file, { force: true });
+    };
+    // Never acknowledged: whatever is in incoming/ was being written when we stopped.
+    for (const f of await fsp.readdir(this.dirOf('incoming'))) await discard(path.join(this.dirOf('incoming'), f), 'incomplete (never committed)', false);
+    const ids = new Set<string>();
+    for (const state of QUEUE_STATES) {
+      for (const f of await fsp.readdir(this.dirOf(state))) {
+        const file = path.join(this.dirOf(state), f);
+        if (!isQueueId(f)) {
+          await discard(file, 'not a queue file name', true);
+          continue;
+        }
+        if (ids.has(f)) {
+          // A crash between the two steps of a cross-state move cannot leave two links (rename is atomic), but be safe.
+          await discard(file, 'duplicate', true);
+          continue;
+        }
+        try {
+          await readFraming(file, opts.verify ?? true);
+          ids.add(f);
+          this.report.kept++;
+        } catch (err) {
+          await discard(file, `corrupt: ${(err as Error).message}`, true);
+        }
+      }
+    }
+    for (const f of await fsp.readdir(this.dirOf('status'))) {
+      const id = f.replace(/\.json$/, '');
+      if (!f.endsWith('.json') || !ids.has(id)) await fsp.rm(path.join(this.dirOf('status'), f), { force: true });
+    }
+    for (const d of ['incoming', 'status', 'corrupt', ...QUEUE_STATES] as const) await this.syncer(this.dirOf(d)).sync();
+  }
+
+  /** Subscribe to commits made through this Spool object (the scheduler picks new mail up at once). */
+  onCommit(fn: (id: string) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  async commit(envelope: Envelope, message: Readable): Promise<string> {
+    const id = newQueueId();
+    const tmp = path.join(this.dirOf('incoming'), id);
+    let fh: fsp.FileHandle | undefined;
+    let written = false;
+    try {
+      try {
+        fh = await fsp.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+      } catch (err) {
+        throw spoolError(err, 'write');
+      }
+      const hash = crypto.createHash('sha256');
+      let pos = 0;
+      const write = async (buf: Buffer) => {
+        hash.update(buf);
+        let off = 0;
+        while (off < buf.length) {
+          const { bytesWritten } = await fh!.write(buf, off, buf.length - off, pos);
+          off += bytesWritten;
+          pos += bytesWritten;
+        }
+      };
+      const head = header(envelope);
+      let pending: Buffer[] = [head];
+      let pendingLen = head.length;
+      let size = 0;
+      // The reader's own errors (client gone, size limit) propagate unchanged; only disk errors become spool errors.
+      for await (const chunk of message) {
+        const b = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : (chunk as Buffer);
+        size += b.length;
+        pending.push(b);
+        pendingLen += b.length;
+        if (pendingLen >= 64 * 1024) {
+          const out = Buffer.concat(pending, pendingLen);
+          pending = [];
+          pendingLen = 0;
+          try {
+            await write(out);
+          } catch (err) {
+            throw spoolError(err, 'write');
+          }
+        }
+      }
+      try {
+        if (pendingLen) await write(Buffer.concat(pending, pendingLen));
+        const t = trailer(size, hash.digest('hex'));
+        let off = 0;
+        while (off < t.length) off += (await fh.write(t, off, t.length - off, pos + off)).bytesWritten;
+        await fh.datasync();
+        await fh.close();
+        fh = undefined;
+        await fsp.rename(tmp, this.fileOf('active', id));
+        written = true;
+        await this.syncer(this.dirOf('active')).sync();
+      } catch (err) {
+        throw spoolError(err, 'write');
+      }
+    } catch (err) {
+      if (fh) await fh.close().catch(() => undefined);
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      // Renamed but the directory fsync failed: not acknowledged, so take it back out (best effort).
+      if (written) await fsp.rm(this.fileOf('active', id), { force: true }).catch(() => undefined);
+      throw err;
+    }
+    for (const fn of this.listeners) {
+      try {
+        fn(id);
+      } catch {
+        /* a listener's bug must not un-acknowledge a stored message */
+      }
+    }
+    return id;
+  }
+
+  /** Which state directory holds this id, if any. */
+  async locate(id: string): Promise<QueueState | undefined> {
+    if (!isQueueId(id)) return undefined;
+    for (const state of QUEUE_STATES) {
+      try {
+        await fsp.access(this.fileOf(state, id));
+        return state;
+      } catch {
+        /* next */
+      }
+    }
+    return undefined;
+  }
+
+  async ids(state: QueueState): Promise<string[]> {
+    return (await fsp.readdir(this.dirOf(state))).filter(isQueueId).sort();
+  }
+
+  /** Envelope, size, state and status of one message (undefined if it is gone). */
+  async get(id: string, state?: QueueState): Promise<QueueEntry | undefined> {
+    const st = state ?? (await this.locate(id));
+    if (!st) return undefined;
+    let fr: Framing;
+    try {
+      fr = await readFraming(this.fileOf(st, id), false);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return state ? this.get(id) : undefined;
+      throw err;
+    }
+    const status = (await this.readStatus(id)) ?? initialStatus(fr.envelope);
+    return { id, state: st, size: fr.size, envelope: fr.envelope, status };
+  }
+
+  async list(): Promise<QueueEntry[]> {
+    const out: QueueEntry[] = [];
+    for (const state of QUEUE_STATES) {
+      for (const id of await this.ids(state)) {
+        const e = await this.get(id, state).catch(() => undefined);
+        if (e) out.push(e);
+      }
+    }
+    return out.sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  /** The message bytes (without framing) as a stream. */
+  async messageStream(id: string): Promise<Readable> {
+    const st = await this.locate(id);
+    if (!st) throw new FacteurError('ENOTQUEUED', `message ${id} is not in the queue`);
+    const file = this.fileOf(st, id);
+    const fr = await readFraming(file, false);
+    return fs.createReadStream(file, { start: fr.bodyOffset, end: fr.bodyOffset + fr.size - 1 });
+  }
+
+  async readMessage(id: string): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    const s = await this.messageStream(id);
+    for await (const c of s) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  async readStatus(id: string): Promise<MessageStatus | undefined> {
+    try {
+      return JSON.parse(await fsp.readFile(path.join(this.dirOf('status'), `${id}.json`), 'utf8')) as MessageStatus;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Durably replace the status record: temp file, fdatasync, rename, directory fsync (grouped). */
+  async writeStatus(id: string, status: MessageStatus): Promise<void> {
+    const dir = this.dirOf('status');
+    const tmp = path.join(dir, `${id}.json.tmp${crypto.randomBytes(4).toString('hex')}`);
+    try {
+      const fh = await fsp.open(tmp, 'w', 0o600);
+      try {
+        await fh.writeFile(JSON.stringify(status));
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      await fsp.rename(tmp, path.join(dir, `${id}.json`));
+      await this.syncer(dir).sync();
+    } catch (err) {
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      throw spoolError(err, 'status write');
+    }
+  }
+
+  /** Move between state directories; false when the message is not (any more) in `from`. */
+  async move(id: string, from: QueueState, to: QueueState): Promise<boolean> {
+    if (from === to) return (await this.locate(id)) === from;
+    try {
+      await fsp.rename(this.fileOf(from, id), this.fileOf(to, id));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw spoolError(err, 'move');
+    }
+    await Promise.all([this.syncer(this.dirOf(to)).sync(), this.syncer(this.dirOf(from)).sync()]);
+    return true;
+  }
+
+  /** Remove a message (delivered, bounced or deleted by the administrator). */
+  async remove(id: string): Promise<boolean> {
+    const st = await this.locate(id);
+    if (st) await fsp.rm(this.fileOf(st, id), { force: true });
+    await fsp.rm(path.join(this.dirOf('status'), `${id}.json`), { force: true });
+    if (st) await this.syncer(this.dirOf(st)).sync();
+    return st !== undefined;
+  }
+}
+
+export function initialStatus(envelope: Envelope): MessageStatus {
+  return { attempts: 0, nextAttempt: 0, recipients: envelope.rcptTo.map((r) => ({ address: r.address, state: 'pending' })) };
+}

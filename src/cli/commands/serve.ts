@@ -1,0 +1,259 @@
+// `facteur serve`: reads the configuration, wires the password verifier, sender policy, spool and delivery into the SMTP
+// service and runs it. Without --config it runs the embedded default (127.0.0.1 high ports, ./.facteur). Trusts its config.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import os from 'node:os';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { loadConfigFile, durationMs, type ConfigValues } from '../../config/load.js';
+import { loadCyrusSaslConfig, socketVerifier, inProcessVerifier, type PasswordVerifier } from '../../auth/client/index.js';
+import { createBackend } from '../../auth/daemon/run.js';
+import { createLogger, type Logger } from '../../observability/log.js';
+import { parseSenderMap, SenderPolicy, type SenderMap } from '../../policy/sender.js';
+import { PenaltyBox } from '../../policy/penalty.js';
+import { startSmtpService, type ListenerConfig, type ListenerKind, type RunningSmtp } from '../../smtp/server.js';
+import type { QueueWriter } from '../../queue/types.js';
+import { ConfigError, UsageError } from '../../lib/errors.js';
+
+const run$ = promisify(execFile);
+
+const USAGE = `usage: facteur serve [--config FILE] [--data DIR]
+
+  --config FILE   TOML configuration (see 'facteur config --defaults'); also FACTEUR_CONFIG.
+                  Without it facteur runs its embedded default: 127.0.0.1 ports 2525 (inbound), 2587 (submission,
+                  STARTTLS) and 2465 (submissions, implicit TLS), local domain 'localhost', users file <data>/users,
+                  a self-signed certificate generated in <data>/tls.
+  --data DIR      data directory (default ./.facteur for the embedded default, [server] data_dir otherwise)
+`;
+
+/** The embedded default, applied under the environment overrides when no configuration file is given. */
+export const EMBEDDED = `
+[server]
+hostname = "localhost"
+local_domains = ["localhost"]
+[inbound]
+listen = ["127.0.0.1:2525"]
+[submission]
+listen = ["127.0.0.1:2587"]
+[submissions]
+listen = ["127.0.0.1:2465"]
+`;
+
+export interface ServeOptions {
+  config: ConfigValues;
+  /** Override the queue (tests); default: the spool in <data_dir>/queue. */
+  queue?: QueueWriter;
+  /** Override the verifier (tests); default: from [auth]. */
+  verifier?: PasswordVerifier;
+  log?: Logger;
+  /** Start the delivery scheduler when available (default true). */
+  delivery?: boolean;
+}
+
+export interface Served extends RunningSmtp {
+  dataDir: string;
+  stopAll(): Promise<void>;
+}
+
+function hostPort(v: string): { host: string; port: number } {
+  const i = v.lastIndexOf(':');
+  return { host: v.slice(0, i), port: Number(v.slice(i + 1)) };
+}
+
+/** Certificate and key: the configured files, or a self-signed pair generated once into <data>/tls with the openssl CLI. */
+export async function tlsFiles(cfg: ConfigValues, dataDir: string, hostname: string, log: Logger): Promise<{ key: Buffer; cert: Buffer }> {
+  const s = cfg.server;
+  if (s.tls_cert || s.tls_key) {
+    if (!s.tls_cert || !s.tls_key) throw new ConfigError('[server] tls_cert and tls_key go together: set both, or neither for a generated self-signed certificate');
+    try {
+      return { cert: fs.readFileSync(s.tls_cert as string), key: fs.readFileSync(s.tls_key as string) };
+    } catch (err) {
+      throw new ConfigError(`[server] tls_cert/tls_key: ${(err as Error).message}`);
+    }
+  }
+  const dir = path.join(dataDir, 'tls');
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  if (!fs.existsSync(cert) || !fs.existsSync(key)) {
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const cn = hostname.replace(/[^A-Za-z0-9.-]/g, '') || 'localhost';
+    try {
+      await run$('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '3650', '-subj', `/CN=${cn}`, '-addext', `subjectAltName=DNS:${cn},IP:127.0.0.1`, '-keyout', key, '-out', cert]);
+    } catch (err) {
+      throw new ConfigError(`cannot generate a self-signed certificate with openssl (${(err as Error).message.split('\n')[0]}): install openssl, or set [server] tls_cert and tls_key`);
+    }
+    await fsp.chmod(key, 0o600);
+    log.warn({ cert }, 'generated a self-signed certificate; set [server] tls_cert/tls_key for a real one');
+  }
+  return { cert: fs.readFileSync(cert), key: fs.readFileSync(key) };
+}
+
+async function makeVerifier(cfg: ConfigValues, dataDir: string, log: Logger): Promise<{ verifier: PasswordVerifier; mechList: string[]; joinRealm: boolean }> {
+  const a = cfg.auth;
+  let mechList = (a.mech_list as string[]).map((m) => m.toUpperCase());
+  let backend = a.backend as string;
+  let socket = a.saslauthd_path as string;
+  if (a.cyrus_config) {
+    const cy = await loadCyrusSaslConfig(a.cyrus_config as string);
+    if (!cy.pwcheck_method.includes('saslauthd')) throw new ConfigError(`${a.cyrus_config}: pwcheck_method is '${cy.pwcheck_method.join(' ')}'; facteur supports 'saslauthd' (point saslauthd_path at facteur authd or Cyrus saslauthd)`);
+    backend = 'saslauthd';
+    socket = cy.saslauthd_path;
+    if (cy.mech_list.length) mechList = cy.mech_list;
+    const unsupported = mechList.filter((m) => m !== 'PLAIN' && m !== 'LOGIN');
+    if (unsupported.length) log.warn({ unsupported }, 'mech_list names mechanisms facteur does not offer; offering PLAIN/LOGIN only');
+    mechList = mechList.filter((m) => m === 'PLAIN' || m === 'LOGIN');
+  }
+  if (backend === 'saslauthd') return { verifier: socketVerifier(socket), mechList, joinRealm: false };
+  let option = (a.option as string) || undefined;
+  if (backend === 'file' && !option) {
+    option = path.join(dataDir, 'users');
+    if (!fs.existsSync(option)) {
+      await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
+      await fsp.writeFile(option, '', { mode: 0o600 });
+    }
+  }
+  const b = await createBackend(backend, option, log);
+  return { verifier: inProcessVerifier(b), mechList, joinRealm: true };
+}
+
+async function loadSenderMap(file: string): Promise<SenderMap> {
+  if (!file) return new Map();
+  try {
+    return parseSenderMap(await fsp.readFile(file, 'utf8'), file);
+  } catch (err) {
+    throw new ConfigError(`[policy] sender_map: ${(err as Error).message}`);
+  }
+}
+
+async function openQueue(dataDir: string): Promise<{ queue: QueueWriter; stop?: () => Promise<void> }> {
+  const { Spool } = await import('../../queue/spool.js');
+  const spool = await Spool.open(path.join(dataDir, 'queue'));
+  return { queue: spool };
+}
+
+/** Build and start everything a configuration describes. Exported for the tests, which inject a queue or verifier. */
+export async function serve(o: ServeOptions): Promise<Served> {
+  const cfg = o.config;
+  const s = cfg.server;
+  const log = o.log ?? createLogger({ name: 'facteur-smtp', level: s.log_level as string });
+  const dataDir = path.resolve(s.data_dir as string);
+  const hostname = (s.hostname as string) || os.hostname();
+  const tls = await tlsFiles(cfg, dataDir, hostname, log);
+  const v = o.verifier ? { verifier: o.verifier, mechList: (cfg.auth.mech_list as string[]).map((m) => m.toUpperCase()), joinRealm: true } : await makeVerifier(cfg, dataDir, log);
+  const q = o.queue ? { queue: o.queue } : await openQueue(dataDir);
+  const listeners: ListenerConfig[] = [];
+  for (const kind of ['inbound', 'submission', 'submissions'] as ListenerKind[]) {
+    const l = cfg[kind];
+    if (!l.enabled) continue;
+    for (const addr of l.listen as string[]) listeners.push({ kind, ...hostPort(addr), authRequired: l.auth === 'required', starttls: l.starttls as boolean });
+  }
+  if (!listeners.length) throw new ConfigError('no listener enabled: set enabled = true in [inbound], [submission] or [submissions]');
+  const pol = cfg.policy;
+  const running = await startSmtpService({
+    hostname,
+    localDomains: s.local_domains as string[],
+    listeners,
+    tls,
+    maxMessageSize: s.max_message_size as number,
+    maxRecipients: s.max_recipients as number,
+    maxConnections: s.max_connections as number,
+    maxConnectionsPerIp: s.max_connections_per_ip as number,
+    timeoutMs: durationMs(s.timeout as string),
+    receivedAuthUser: s.received_auth_user as boolean,
+    vrfy: s.vrfy as boolean,
+    bareNewline: s.bare_newline as 'reject' | 'normalize',
+    mechList: v.mechList,
+    verifier: v.verifier,
+    authService: cfg.auth.service as string,
+    authRealm: cfg.auth.realm as string,
+    authTimeoutMs: durationMs(cfg.auth.timeout as string),
+    joinRealm: v.joinRealm,
+    sender: new SenderPolicy({ map: await loadSenderMap(pol.sender_map as string), loginIsAddress: pol.login_is_address as boolean }),
+    senderCheck: pol.sender_check as 'reject' | 'allow',
+    fromHeaderCheck: pol.from_header_check as 'reject' | 'allow',
+    unauthMemberSender: pol.unauth_member_sender as 'reject' | 'allow',
+    nullSender: pol.null_sender as boolean,
+    queue: q.queue,
+    log,
+    penalty: new PenaltyBox(),
+  });
+  let stopDelivery: (() => Promise<void>) | undefined;
+  if (o.delivery !== false && !o.queue) stopDelivery = await startDeliveryIfAvailable(cfg, q.queue, log);
+  return {
+    ...running,
+    dataDir,
+    async stopAll() {
+      await running.close();
+      await stopDelivery?.();
+      await v.verifier.close?.();
+    },
+  };
+}
+
+/** The delivery scheduler is another part's module; start it when it is there (its absence only means mail waits in the queue). */
+async function startDeliveryIfAvailable(cfg: ConfigValues, queue: QueueWriter, log: Logger): Promise<(() => Promise<void>) | undefined> {
+  const modPath = '../../delivery/index.js';
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(modPath)) as Record<string, unknown>;
+  } catch {
+    log.warn('delivery is not available in this build: messages stay in the queue');
+    return undefined;
+  }
+  if (typeof mod.startDelivery !== 'function') return undefined;
+  const handle = (await (mod.startDelivery as (o: unknown) => Promise<unknown>)({ config: cfg, spool: queue, log })) as { stop?: () => Promise<void> } | undefined;
+  return handle?.stop ? () => handle.stop!() : undefined;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  let configFile = process.env.FACTEUR_CONFIG || undefined;
+  let dataDir: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--config' || a === '-c') configFile = argv[++i];
+    else if (a === '--data') dataDir = argv[++i];
+    else if (a === '-h' || a === '--help') {
+      process.stdout.write(USAGE);
+      return 0;
+    } else throw new UsageError(`serve: unknown argument ${a}\n${USAGE}`);
+  }
+  if ((configFile === undefined && argv.includes('--config')) || (dataDir === undefined && argv.includes('--data'))) throw new UsageError(`serve: option needs a value\n${USAGE}`);
+  const embedded = !configFile;
+  let config: ConfigValues;
+  if (embedded) {
+    const { loadConfig } = await import('../../config/load.js');
+    config = await loadConfig({ text: EMBEDDED, file: '(embedded default)', env: process.env });
+    if (!process.env.FACTEUR_SERVER_DATA_DIR) config.server.data_dir = dataDir ?? './.facteur';
+  } else {
+    config = await loadConfigFile(configFile);
+  }
+  if (dataDir) config.server.data_dir = dataDir;
+  const served = await serve({ config });
+  if (embedded) printWelcome(served, config);
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  await served.stopAll();
+  return 0;
+}
+
+function printWelcome(served: Served, cfg: ConfigValues): void {
+  const rel = path.relative(process.cwd(), served.dataDir) || '.';
+  const port = (k: ListenerKind) => served.bound.find((b) => b.kind === k)?.port;
+  const domain = (cfg.server.local_domains as string[])[0] ?? 'localhost';
+  process.stdout.write(`facteur is running (embedded default, data in ${rel}/)
+  inbound      127.0.0.1:${port('inbound')}   mail for @${domain}, no AUTH
+  submission   127.0.0.1:${port('submission')}   STARTTLS + AUTH PLAIN/LOGIN
+  submissions  127.0.0.1:${port('submissions')}   implicit TLS + AUTH
+
+Add a user:
+  bin/facteur user add --file ${rel}/users alice@${domain}
+Send a first message:
+  swaks --server 127.0.0.1:${port('submission')} --tls --tls-verify=no --auth PLAIN \\
+        --auth-user alice@${domain} --auth-password 'PASSWORD' --from alice@${domain} --to alice@${domain}
+Stop with Ctrl-C.
+`);
+}

@@ -1,0 +1,116 @@
+// The one adapter around smtp-server (the protocol engine): it closes the engine's fail-open defaults so that the rest of
+// facteur can rely on them. Trusts smtp-server for parsing, pipelining, STARTTLS parser reset and dot-unstuffing; nothing else.
+//
+// What this module changes, and why (each one is tested in test/e2e/smtp-*.test.ts):
+// - AUTH is never advertised and never accepted before TLS: smtp-server advertises AUTH in plaintext EHLO and lets AUTH
+//   through when STARTTLS is hidden or allowInsecureAuth is set. Here AUTH before TLS always gets 538 5.7.11, and a
+//   listener without AUTH answers 503 5.5.1.
+// - Replies built by facteur (src/mail/reply.ts) carry their own enhanced code; the engine's guessed code is suppressed.
+// - VRFY off answers 502 5.5.1; a command carrying a NUL byte answers 500 5.5.2; sendmail's joke commands are gone.
+import type net from 'node:net';
+import type tls from 'node:tls';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { Replies, type SmtpReply } from '../mail/reply.js';
+
+export interface ListenerPolicy {
+  /** inbound | submission | submissions: carried into the session for the policy hooks. */
+  kind: string;
+  /** Implicit TLS (port 465). */
+  implicitTls: boolean;
+  /** Offer STARTTLS on a plaintext listener. */
+  starttls: boolean;
+  /** Offer AUTH at all (after TLS only). */
+  auth: boolean;
+  /** Answer VRFY with 252 (true) or 502 5.5.1 (false). */
+  vrfy: boolean;
+}
+
+/** smtp-server's private connection internals this adapter relies on (pinned by package-lock and the e2e tests). */
+interface ConnectionInternals {
+  secure: boolean;
+  _ready: boolean;
+  _upgrading: boolean;
+  _nextHandler: unknown;
+  _server: EngineServer;
+  session: SMTPServerSession;
+  send(code: number, data?: string | string[], context?: string | false): void;
+}
+
+const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+type Callback = () => void;
+
+class FacteurConnection extends (SMTPConnection as unknown as new (server: unknown, socket: net.Socket | tls.TLSSocket, opts: unknown) => ConnectionInternals & {
+  _onCommand(command: Buffer, cb: Callback): void;
+  _isSupported(command: string): boolean;
+  init(): void;
+  on(ev: string, fn: (...a: unknown[]) => void): void;
+}) {
+  private get policy(): ListenerPolicy {
+    return this._server.facteurPolicy;
+  }
+
+  override send(code: number, data?: string | string[], context?: string | false): void {
+    // A reply facteur built already holds its enhanced code: do not let the engine prepend a guessed one.
+    if (typeof data === 'string' && ENHANCED.test(data)) return super.send(code, data, false);
+    return super.send(code, data, context);
+  }
+
+  private reply(r: SmtpReply, cb: Callback): void {
+    this.send(r.code, `${r.enhanced} ${r.text}`, false);
+    setImmediate(cb);
+  }
+
+  override _isSupported(command: string): boolean {
+    const c = (command || '').toString().trim().toUpperCase();
+    if (c === 'AUTH' && (!this.policy.auth || !this.secure)) return false;
+    if (c === 'STARTTLS' && (!this.policy.starttls || this.policy.implicitTls)) return false;
+    return super._isSupported(command);
+  }
+
+  override _onCommand(command: Buffer, cb: Callback): void {
+    // Continuation lines of an AUTH exchange, input while the TLS handshake runs (discarded by the engine) and early
+    // talkers keep the engine's handling.
+    if (this._upgrading || !this._ready || this._nextHandler || !command) return super._onCommand(command, cb);
+    if (command.includes(0)) return this.reply(Replies.nulCommand(), cb);
+    const name = command.toString('latin1').split(' ')[0].toUpperCase();
+    if (name === 'AUTH') {
+      if (!this.policy.auth) return this.reply(Replies.authNotEnabled(), cb);
+      if (!this.secure) return this.reply(Replies.tlsRequired(), cb);
+    }
+    if (name === 'VRFY' && !this.policy.vrfy) return this.reply(Replies.vrfyDisabled(), cb);
+    return super._onCommand(command, cb);
+  }
+}
+
+/** SMTPServer whose connections are FacteurConnections. */
+export class EngineServer extends SMTPServer {
+  readonly facteurPolicy: ListenerPolicy;
+  constructor(policy: ListenerPolicy, options: SMTPServerOptions) {
+    const opts: SMTPServerOptions = {
+      ...options,
+      secure: policy.implicitTls,
+      // The engine's own AUTH-required gate only counts commands; facteur answers 530 in its MAIL hook instead.
+      authOptional: true,
+      allowInsecureAuth: false,
+      hideSTARTTLS: !policy.starttls || policy.implicitTls,
+      hideENHANCEDSTATUSCODES: false,
+      hideDSN: false,
+      hidePIPELINING: false,
+      authMethods: options.authMethods ?? ['PLAIN', 'LOGIN'],
+      disabledCommands: ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD', ...(policy.auth ? [] : ['AUTH'])],
+    };
+    super(opts);
+    this.facteurPolicy = policy;
+  }
+
+  override connect(socket: net.Socket | tls.TLSSocket, socketOptions: unknown): void {
+    const self = this as unknown as { connections: Set<unknown>; _onError(e: unknown): void; _onClientConnect(d: unknown): void };
+    const connection = new FacteurConnection(this, socket, socketOptions);
+    self.connections.add(connection);
+    connection.on('error', (err) => self._onError(err));
+    connection.on('connect', (data) => self._onClientConnect(data));
+    connection.init();
+  }
+}

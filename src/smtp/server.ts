@@ -1,0 +1,340 @@
+// facteur's SMTP service: builds one engine listener per configured listener and plugs in the policy hooks (connection
+// limits, AUTH through the password verifier, sender ownership, relay, message checks, hand-off to the queue).
+// Trusts the QueueWriter to be durable and the verifier's verdicts; everything from the network is untrusted.
+import type { Readable } from 'node:stream';
+import { PassThrough } from 'node:stream';
+import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import type { Logger } from 'pino';
+import { EngineServer, type ListenerPolicy } from './engine.js';
+import { MessageInspector } from './inspect.js';
+import { splitLogin, type PasswordVerifier } from '../auth/client/index.js';
+import type { Envelope, QueueWriter } from '../queue/types.js';
+import { Replies, SmtpReply } from '../mail/reply.js';
+import { extractAddresses, headerValues, receivedHeader } from '../mail/headers.js';
+import { checkRecipient, normalizeDomain } from '../policy/relay.js';
+import { ConnectionLimiter } from '../policy/connlimit.js';
+import type { SenderPolicy } from '../policy/sender.js';
+import type { PenaltyBox } from '../policy/penalty.js';
+
+export type ListenerKind = 'inbound' | 'submission' | 'submissions';
+
+export interface ListenerConfig {
+  kind: ListenerKind;
+  host: string;
+  port: number;
+  /** AUTH offered (after TLS) and required before MAIL. */
+  authRequired: boolean;
+  starttls: boolean;
+}
+
+export interface SmtpServiceOptions {
+  hostname: string;
+  localDomains: string[];
+  listeners: ListenerConfig[];
+  tls: { key: string | Buffer; cert: string | Buffer };
+  maxMessageSize: number;
+  maxRecipients: number;
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  timeoutMs: number;
+  receivedAuthUser: boolean;
+  vrfy: boolean;
+  bareNewline: 'reject' | 'normalize';
+  mechList: string[];
+  verifier: PasswordVerifier;
+  authService: string;
+  authRealm: string;
+  authTimeoutMs: number;
+  /** In-process backends receive the whole authentication id as login (like `authd -r`); sockets get libsasl's split. */
+  joinRealm: boolean;
+  sender: SenderPolicy;
+  senderCheck: 'reject' | 'allow';
+  fromHeaderCheck: 'reject' | 'allow';
+  unauthMemberSender: 'reject' | 'allow';
+  nullSender: boolean;
+  queue: QueueWriter;
+  log: Logger;
+  penalty?: PenaltyBox;
+}
+
+interface AuthUser {
+  login: string;
+  addresses: string[];
+}
+
+interface FacteurSession extends SMTPServerSession {
+  facteurRelease?: () => void;
+}
+
+export interface RunningSmtp {
+  /** Bound ports by listener kind, in configuration order. */
+  bound: { kind: ListenerKind; host: string; port: number }[];
+  close(): Promise<void>;
+}
+
+const userOf = (s: SMTPServerSession): AuthUser | undefined => (s.user ? (s.user as AuthUser) : undefined);
+
+export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSmtp> {
+  const limiter = new ConnectionLimiter(o.maxConnections, o.maxConnectionsPerIp);
+  const localDomains = new Set(o.localDomains.map(normalizeDomain));
+  const log = o.log;
+  const servers: EngineServer[] = [];
+  const bound: RunningSmtp['bound'] = [];
+
+  for (const l of o.listeners) {
+    const policy: ListenerPolicy = { kind: l.kind, implicitTls: l.kind === 'submissions', starttls: l.starttls, auth: l.authRequired, vrfy: o.vrfy };
+    const srv = new EngineServer(policy, {
+      name: o.hostname,
+      banner: 'ESMTP facteur',
+      key: o.tls.key,
+      cert: o.tls.cert,
+      size: o.maxMessageSize,
+      maxRecipients: o.maxRecipients,
+      maxClients: o.maxConnections,
+      socketTimeout: o.timeoutMs,
+      closeTimeout: 2000,
+      maxCommandLength: 4096,
+      disableReverseLookup: true,
+      authMethods: o.mechList.map((m) => m.toUpperCase()),
+      logger: false,
+
+      onConnect(session, cb) {
+        const release = limiter.acquire(session.remoteAddress);
+        if (!release) {
+          log.warn({ listener: l.kind, client: session.remoteAddress }, 'connection refused: limit reached');
+          return cb(SmtpReply.temp('4.7.0', 'Too many connections, try again later', 421));
+        }
+        (session as FacteurSession).facteurRelease = release;
+        cb();
+      },
+
+      onClose(session) {
+        (session as FacteurSession).facteurRelease?.();
+      },
+
+      onAuth(auth, session, cb) {
+        authenticate(o, l, auth, session).then(
+          (user) => cb(null, { user }),
+          (err: unknown) => cb(err instanceof SmtpReply ? err : Replies.authTempfail()),
+        );
+      },
+
+      onMailFrom(address, session, cb) {
+        try {
+          cb(checkSender(o, l, address, session) ?? undefined);
+        } catch (err) {
+          log.error({ err }, 'sender check failed');
+          cb(Replies.internal());
+        }
+      },
+
+      onRcptTo(address, session, cb) {
+        try {
+          const refusal = checkRecipient(address.address, { authenticated: !!userOf(session), localDomains });
+          if (refusal) log.info({ listener: l.kind, client: session.remoteAddress, rcpt: address.address, user: userOf(session)?.login }, 'relay denied');
+          cb(refusal ?? undefined);
+        } catch (err) {
+          log.error({ err }, 'recipient check failed');
+          cb(Replies.internal());
+        }
+      },
+
+      onData(stream, session, cb) {
+        receive(o, l, stream, session).then(
+          (id) => cb(null, `2.0.0 Ok: queued as ${id}`),
+          (err: unknown) => {
+            if (err instanceof SmtpReply) return cb(err);
+            log.error({ err }, 'queue commit failed');
+            cb(/ENOSPC|space/i.test(String((err as Error)?.message)) ? SmtpReply.temp('4.3.1', 'Insufficient system storage', 452) : Replies.queueError());
+          },
+        );
+      },
+    });
+    srv.on('error', (err) => log.warn({ err: (err as Error).message, listener: l.kind }, 'smtp connection error'));
+    await new Promise<void>((resolve, reject) => {
+      srv.server.once('error', reject);
+      srv.listen(l.port, l.host.replace(/^\[|\]$/g, ''), () => {
+        srv.server.off('error', reject);
+        resolve();
+      });
+    });
+    const addr = srv.server.address();
+    bound.push({ kind: l.kind, host: l.host, port: typeof addr === 'object' && addr ? addr.port : l.port });
+    servers.push(srv);
+  }
+  log.info({ listeners: bound }, 'smtp listening');
+  return {
+    bound,
+    close: () => Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r())))).then(() => undefined),
+  };
+}
+
+async function authenticate(o: SmtpServiceOptions, l: ListenerConfig, auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<AuthUser> {
+  let authcid: string;
+  if (auth.method === 'PLAIN') {
+    // RFC 4616: authcid is the identity checked; an authzid may only name that same identity (no proxy authorization).
+    authcid = auth.authcid ?? '';
+    const authzid = auth.authzid ?? '';
+    if (!authcid) throw Replies.authInvalid();
+    if (authzid && authzid !== authcid) {
+      o.log.info({ listener: l.kind, client: session.remoteAddress, user: authcid }, 'auth refused: authzid differs from authcid');
+      throw Replies.authInvalid();
+    }
+  } else if (auth.method === 'LOGIN') {
+    authcid = auth.username ?? '';
+  } else throw SmtpReply.perm('5.5.4', 'Unrecognized authentication type', 504);
+  const password = auth.password ?? '';
+  const client = session.remoteAddress;
+  const admission = o.penalty?.admit(client);
+  if (admission && !admission.allowed) throw Replies.authBlocked();
+  const split = splitLogin(authcid, o.authRealm);
+  const login = o.joinRealm ? (split.realm ? `${split.login}@${split.realm}` : split.login) : split.login;
+  const result = await o.verifier
+    .verify({ login, password, service: o.authService, realm: split.realm, clientAddr: `${client};${session.remotePort}` }, { signal: AbortSignal.timeout(o.authTimeoutMs) })
+    .catch((err: unknown) => ({ verdict: 'tempfail' as const, reason: (err as Error).message, addresses: undefined }));
+  const fields = { listener: l.kind, client, user: authcid, method: auth.method };
+  if (result.verdict === 'ok') {
+    o.penalty?.success(client);
+    o.sender.learn(authcid, result.addresses ?? []);
+    o.log.info(fields, 'auth ok');
+    return { login: authcid, addresses: result.addresses ?? [] };
+  }
+  if (result.verdict === 'tempfail') {
+    o.log.warn({ ...fields, reason: result.reason }, 'auth tempfail');
+    throw Replies.authTempfail();
+  }
+  const delay = o.penalty?.failure(client, authcid) ?? 0;
+  o.log.info({ ...fields, delayMs: delay }, 'auth failed');
+  if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+  throw Replies.authInvalid();
+}
+
+function checkSender(o: SmtpServiceOptions, l: ListenerConfig, address: SMTPServerAddress, session: SMTPServerSession): SmtpReply | undefined {
+  const user = userOf(session);
+  const from = address.address;
+  const fields = { listener: l.kind, client: session.remoteAddress, from, user: user?.login };
+  if (l.authRequired && !user) return Replies.authRequired();
+  if (!from) {
+    if (!user && !o.nullSender) return SmtpReply.perm('5.7.1', 'Null sender not accepted here', 553);
+    return undefined;
+  }
+  if (user) {
+    if (o.senderCheck === 'reject' && !o.sender.owns(user.login, from, user.addresses)) {
+      o.log.info(fields, 'sender not owned');
+      return Replies.senderNotOwned(from);
+    }
+    return undefined;
+  }
+  if (o.unauthMemberSender === 'reject' && o.sender.isMemberAddress(from)) {
+    o.log.info(fields, 'unauthenticated use of a member address');
+    return Replies.memberSenderUnauth();
+  }
+  return undefined;
+}
+
+function envelopeOf(session: SMTPServerSession): Envelope {
+  const e = session.envelope;
+  const mailFrom = e.mailFrom ? e.mailFrom.address : '';
+  const dsn = e.dsn && (e.dsn.ret || e.dsn.envid) ? { ret: (e.dsn.ret ?? undefined) as 'FULL' | 'HDRS' | undefined, envid: e.dsn.envid ?? undefined } : undefined;
+  return {
+    mailFrom,
+    rcptTo: e.rcptTo.map((r) => ({ address: r.address, notify: r.dsn?.notify, orcpt: r.dsn?.orcpt })),
+    dsn,
+    authUser: userOf(session)?.login,
+    clientAddress: session.remoteAddress,
+    heloName: session.hostNameAppearsAs,
+    smtputf8: !!e.smtpUtf8,
+    body8bit: e.bodyType === '8bitmime',
+    receivedAt: Date.now(),
+  };
+}
+
+/** Stream one message into the queue; resolves with the queue id once durable, rejects with the reply otherwise. */
+async function receive(o: SmtpServiceOptions, l: ListenerConfig, stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
+  const inspector = new MessageInspector(o.maxMessageSize, o.bareNewline);
+  const user = userOf(session);
+  const out = new PassThrough();
+  const tlsInfo = session.tlsOptions ? { protocol: session.tlsOptions.version, cipher: session.tlsOptions.name } : undefined;
+  const rcpts = session.envelope.rcptTo;
+  out.write(
+    receivedHeader({
+      heloName: session.hostNameAppearsAs,
+      clientHostname: session.clientHostname,
+      clientAddress: session.remoteAddress,
+      byHost: o.hostname,
+      protocol: session.transmissionType,
+      tls: tlsInfo,
+      authUser: o.receivedAuthUser ? user?.login : undefined,
+      forAddress: rcpts.length === 1 ? rcpts[0].address : undefined,
+    }),
+  );
+  const envelope = envelopeOf(session);
+  let queueError: unknown;
+  let refused: SmtpReply | undefined;
+  let fromChecked = !(user && o.fromHeaderCheck === 'reject');
+  const commit = o.queue.commit(envelope, out as Readable).catch((err: unknown) => {
+    queueError = err;
+    return undefined;
+  });
+
+  const refuse = (r: SmtpReply) => {
+    if (refused) return;
+    refused = r;
+    out.destroy(new Error(`message refused: ${r.text}`));
+  };
+  const checkFrom = () => {
+    fromChecked = true;
+    const froms = headerValues(inspector.headerText(), 'From').flatMap(extractAddresses);
+    const bad = froms.find((a) => !o.sender.owns(user!.login, a, user!.addresses));
+    if (froms.length === 0) refuse(SmtpReply.perm('5.7.1', 'Message has no From: address', 553));
+    else if (bad) {
+      o.log.info({ listener: l.kind, user: user?.login, from: bad }, 'From: header not owned');
+      refuse(Replies.fromNotOwned(bad));
+    }
+  };
+
+  await new Promise<void>((resolve) => {
+    stream.on('data', (chunk: Buffer) => {
+      if (refused || queueError) return; // keep reading and discarding
+      const bytes = inspector.feed(chunk);
+      if (!bytes) return refuse(inspector.violation!);
+      if (!fromChecked && inspector.headerComplete) checkFrom();
+      if (refused) return;
+      if (!out.write(bytes)) {
+        stream.pause();
+        out.once('drain', () => stream.resume());
+      }
+    });
+    stream.once('end', () => {
+      if (!refused && !queueError) {
+        const tail = inspector.finish();
+        if (!tail) refuse(inspector.violation!);
+        else {
+          if (!fromChecked) checkFrom();
+          if (!refused) out.end(tail);
+        }
+      }
+      resolve();
+    });
+    stream.once('error', (err) => {
+      out.destroy(err);
+      resolve();
+    });
+    out.on('error', () => {
+      // the queue side reports through the commit promise; a refused message destroys `out` on purpose
+      stream.resume();
+    });
+    out.on('close', () => {
+      if (stream.isPaused()) stream.resume();
+    });
+  });
+  if (refused) {
+    await commit;
+    o.log.info({ listener: l.kind, client: session.remoteAddress, reply: refused.toString() }, 'message refused');
+    throw refused;
+  }
+  const id = await commit;
+  if (queueError || !id) throw queueError ?? new Error('queue returned no id');
+  o.log.info({ listener: l.kind, client: session.remoteAddress, id, from: envelope.mailFrom, rcpts: envelope.rcptTo.length, bytes: inspector.bytes, user: user?.login }, 'queued');
+  return id;
+}

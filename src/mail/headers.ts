@@ -45,7 +45,8 @@ const clean = (s: string) => s.replace(/[^\x21-\x7e]/g, '?').slice(0, 255);
 
 /** The Received: field, folded, ending with CRLF. */
 export function receivedHeader(r: ReceivedInfo): string {
-  const lines = [`Received: from ${clean(r.heloName || 'unknown')} (${clean(r.clientHostname || 'unknown')} [${clean(r.clientAddress)}])`];
+  const host = r.clientHostname && !r.clientHostname.startsWith('[') ? r.clientHostname : 'unknown';
+  const lines = [`Received: from ${clean(r.heloName || 'unknown')} (${clean(host)} [${clean(r.clientAddress)}])`];
   if (r.tls?.protocol) lines.push(`\t(using ${clean(r.tls.protocol)} with cipher ${clean(r.tls.cipher ?? 'unknown')})`);
   if (r.authUser) lines.push(`\t(Authenticated sender: ${clean(r.authUser)})`);
   lines.push(`\tby ${clean(r.byHost)} (facteur) with ${clean(r.protocol)}`);

@@ -85,7 +85,7 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
     const policy: ListenerPolicy = { kind: l.kind, implicitTls: l.kind === 'submissions', starttls: l.starttls, auth: l.authRequired, vrfy: o.vrfy };
     const srv = new EngineServer(policy, {
       name: o.hostname,
-      banner: 'ESMTP facteur',
+      banner: 'facteur',
       key: o.tls.key,
       cert: o.tls.cert,
       size: o.maxMessageSize,

@@ -21,6 +21,8 @@ export interface RecipientStatus {
   lastError?: string;
   /** RFC 3463 status for DSNs, e.g. `5.1.1`. */
   status?: string;
+  /** `smtp` when lastError is a remote SMTP reply. */
+  diagnosticType?: 'smtp';
   /** Remote host that gave the last answer. */
   remoteMta?: string;
   /** When the final result (delivered/failed) was recorded. */

@@ -1,0 +1,385 @@
+// The delivery scheduler: picks due messages from the spool, routes each recipient, delivers (Maildir, LMTP, SMTP),
+// records per-recipient results durably, retries with backoff, and queues DSNs. Trusts the spool; nothing from the network.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import type { Logger } from '../observability/log.js';
+import { parseAddress } from '../mail/address.js';
+import type { MessageStatus, QueueEntry, Spool } from '../queue/spool.js';
+import { DkimKeys, fromDomain, signMessage } from './dkim.js';
+import { buildDsn, dsnEnvelope, wantsNotice, type DsnRecipient } from './dsn.js';
+import { deliverMaildir } from './maildir.js';
+import { lookupMx, systemResolver, type MxResolver } from './mx.js';
+import { systemClock, type Clock, type DeliveryOptions } from './options.js';
+import { local, type RcptResult } from './result.js';
+import { createRouter, routeKey, type Route } from './routing.js';
+import { sendToHost, type SmtpSessionOptions } from './smtp-client.js';
+
+export interface DeliveryHandle {
+  /** Stop scheduling, wait for deliveries in progress. */
+  stop(): Promise<void>;
+  /** Retry now: one message (also from deferred/) or every deferred message. */
+  flush(id?: string): Promise<void>;
+  /** Run every delivery due at clock.now() and wait until they (and any they cause) are done. For tests and tools. */
+  tick(): Promise<void>;
+}
+
+export interface StartDeliveryArgs {
+  spool: Spool;
+  options: DeliveryOptions;
+  log: Logger;
+  clock?: Clock;
+  resolver?: MxResolver;
+}
+
+/** Wait before attempt n+1 after n failed attempts: initial, doubled each time, capped. */
+export function backoffMs(attempts: number, initialMs: number, maxMs: number): number {
+  return Math.min(maxMs, initialMs * 2 ** Math.max(0, Math.min(30, attempts - 1)));
+}
+
+class Limiter {
+  private active = 0;
+  private waiting: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
+/** Write a flush request the running scheduler picks up (used by `facteur queue flush`). */
+export async function requestFlush(controlDir: string, id?: string): Promise<string> {
+  const file = path.join(controlDir, `flush-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`);
+  await fsp.writeFile(`${file}.tmp`, id ?? '*', { mode: 0o600 });
+  await fsp.rename(`${file}.tmp`, file);
+  return file;
+}
+
+export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
+  const { spool, options: o, log } = args;
+  const clock = args.clock ?? systemClock;
+  const resolver = args.resolver ?? systemResolver;
+  const router = createRouter(o);
+  const dkim = new DkimKeys(o.dkimDir);
+  const due = new Map<string, number>();
+  const inflight = new Map<string, Promise<void>>();
+  const destinations = new Map<string, Limiter>();
+  let stopping = false;
+  let timer: NodeJS.Timeout | undefined;
+  let scanTimer: NodeJS.Timeout | undefined;
+  let watcher: fs.FSWatcher | undefined;
+  const session: SmtpSessionOptions = {
+    heloName: o.heloName,
+    starttls: o.starttls,
+    tlsVerify: o.tlsVerify,
+    connectTimeoutMs: o.connectTimeoutMs,
+    timeoutMs: o.timeoutMs,
+    recipientsPerTransaction: o.recipientsPerTransaction,
+  };
+
+  const limiter = (key: string) => {
+    let l = destinations.get(key);
+    if (!l) destinations.set(key, (l = new Limiter(o.destinationConcurrency)));
+    return l;
+  };
+
+  async function scan(): Promise<void> {
+    const seen = new Set<string>();
+    for (const id of await spool.ids('active')) {
+      seen.add(id);
+      if (!due.has(id)) due.set(id, 0);
+    }
+    for (const id of await spool.ids('deferred')) {
+      seen.add(id);
+      if (!due.has(id)) due.set(id, (await spool.readStatus(id))?.nextAttempt ?? 0);
+    }
+    for (const id of due.keys()) if (!seen.has(id) && !inflight.has(id)) due.delete(id);
+    await readControl();
+  }
+
+  async function readControl(): Promise<void> {
+    const dir = spool.dirOf('control');
+    let names: string[];
+    try {
+      names = (await fsp.readdir(dir)).filter((f) => f.startsWith('flush-') && !f.endsWith('.tmp'));
+    } catch {
+      return;
+    }
+    for (const f of names) {
+      const file = path.join(dir, f);
+      const what = (await fsp.readFile(file, 'utf8').catch(() => '')).trim();
+      await fsp.rm(file, { force: true });
+      log.info({ request: what || '*' }, 'flush requested');
+      await doFlush(what && what !== '*' ? what : undefined);
+    }
+  }
+
+  async function doFlush(id?: string): Promise<void> {
+    const ids = id ? [id] : await spool.ids('deferred');
+    for (const x of ids) {
+      if (!inflight.has(x) && (await spool.locate(x)) === 'deferred') await spool.move(x, 'deferred', 'active');
+      if ((await spool.locate(x)) === 'active') due.set(x, 0);
+    }
+    if (!id) for (const x of await spool.ids('active')) due.set(x, 0);
+  }
+
+  function schedule(): void {
+    if (stopping) return;
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    let next = Infinity;
+    for (const t of due.values()) next = Math.min(next, t);
+    if (next === Infinity) return;
+    const wait = Math.max(0, Math.min(next - clock.now(), o.scanIntervalMs, 2 ** 31 - 1));
+    timer = setTimeout(() => {
+      timer = undefined;
+      pump();
+    }, wait);
+    timer.unref();
+  }
+
+  function pump(): void {
+    if (stopping) return;
+    const now = clock.now();
+    const ready = [...due.entries()].filter(([id, t]) => t <= now && !inflight.has(id)).sort((a, b) => a[1] - b[1]);
+    for (const [id] of ready) {
+      if (inflight.size >= o.concurrency) break;
+      due.delete(id);
+      const p = attempt(id)
+        .catch((err: unknown) => {
+          log.error({ err, id }, 'delivery attempt failed; retrying later');
+          due.set(id, clock.now() + o.retryInitialMs);
+        })
+        .finally(() => {
+          inflight.delete(id);
+          pump();
+        });
+      inflight.set(id, p);
+    }
+    schedule();
+  }
+
+  async function deliverGroup(route: Route, entry: QueueEntry, rcpts: { index: number; address: string }[], message: () => Promise<Buffer>, signed: () => Promise<Buffer>): Promise<RcptResult[]> {
+    if (route.kind === 'error') return rcpts.map((r) => local(r.index, route.status[0] === '4' ? 'deferred' : 'failed', route.status, `${route.status[0] === '4' ? 451 : 550} ${route.status} ${route.text}`));
+    if (route.kind === 'maildir') {
+      const msg = await message();
+      const out: RcptResult[] = [];
+      for (const r of rcpts) out.push(await deliverMaildir(o, r.index, r.address, entry.envelope.mailFrom, msg));
+      return out;
+    }
+    let hosts: ({ host: string; port: number } | { path: string })[];
+    if (route.kind === 'mx' || ('host' in route.hop && route.hop.mx)) {
+      const domain = route.kind === 'mx' ? route.domain : (route.hop as { host: string }).host;
+      const port = route.kind === 'mx' ? o.smtpPort : (route.hop as { port: number }).port;
+      const mx = await lookupMx(domain, resolver);
+      if (mx.kind === 'fail') return rcpts.map((r) => local(r.index, mx.permanent ? 'failed' : 'deferred', mx.status, `${mx.permanent ? 550 : 451} ${mx.status} ${mx.text}`));
+      hosts = mx.hosts.map((host) => ({ host, port }));
+    } else {
+      hosts = [route.hop as { host: string; port: number } | { path: string }];
+    }
+    const lmtp = route.kind === 'lmtp';
+    const msg = lmtp ? await message() : await signed();
+    const auth = route.kind === 'smtp' ? route.auth : undefined;
+    const errors: string[] = [];
+    for (const hop of hosts.slice(0, 5)) {
+      const out = await sendToHost({ hop, lmtp, envelope: entry.envelope, rcpts, message: msg }, { ...session, auth });
+      if (out.connected) return out.results;
+      errors.push(out.error ?? 'connection failed');
+    }
+    return rcpts.map((r) => local(r.index, 'deferred', '4.4.1', `451 4.4.1 ${errors.join('; ')}`));
+  }
+
+  async function attempt(id: string): Promise<void> {
+    const entry = await spool.get(id);
+    if (!entry || entry.state === 'hold') return;
+    const st: MessageStatus = entry.status;
+    const env = entry.envelope;
+    const pending = st.recipients.map((r, index) => ({ ...r, index })).filter((r) => r.state === 'pending' || r.state === 'deferred');
+    let msgBuf: Buffer | undefined;
+    const message = async () => (msgBuf ??= await spool.readMessage(id));
+    let signedBuf: Buffer | undefined;
+    const signed = async () => {
+      if (signedBuf) return signedBuf;
+      const m = await message();
+      signedBuf = m;
+      if (o.dkimSign) {
+        const d = fromDomain(m) ?? parseAddress(env.mailFrom)?.domain ?? (env.mailFrom === '' ? o.hostname : undefined);
+        const key = d ? await dkim.find(d) : undefined;
+        if (key) {
+          const s = await signMessage(m, key);
+          if (s.error) log.warn({ id, domain: d, error: s.error }, 'DKIM signing failed; sending unsigned');
+          signedBuf = s.message;
+        }
+      }
+      return signedBuf;
+    };
+    // Group recipients by route.
+    const groups = new Map<string, { route: Route; rcpts: { index: number; address: string }[] }>();
+    const results: RcptResult[] = [];
+    for (const r of pending) {
+      const a = parseAddress(r.address);
+      if (!a) {
+        results.push(local(r.index, 'failed', '5.1.3', `550 5.1.3 Bad recipient address syntax`));
+        continue;
+      }
+      const route = router.route(a.domain);
+      const key = routeKey(route);
+      const g = groups.get(key) ?? { route, rcpts: [] };
+      g.rcpts.push({ index: r.index, address: r.address });
+      groups.set(key, g);
+    }
+    const started = clock.now();
+    const groupResults = await Promise.all(
+      [...groups.entries()].map(([key, g]) =>
+        limiter(key)
+          .run(() => deliverGroup(g.route, entry, g.rcpts, message, signed))
+          .catch((err: unknown) => g.rcpts.map((r) => local(r.index, 'deferred', '4.3.0', `451 4.3.0 local error: ${(err as Error).message}`))),
+      ),
+    );
+    for (const g of groupResults) results.push(...g);
+    const now = clock.now();
+    st.attempts++;
+    st.lastAttempt = now;
+    for (const res of results) {
+      const rs = st.recipients[res.index];
+      rs.state = res.state;
+      rs.status = res.status;
+      rs.remoteMta = res.remoteMta;
+      if (res.state !== 'delivered') rs.lastError = res.reply;
+      if (res.state !== 'deferred') rs.finalAt = now;
+      rs.diagnosticType = res.diagnosticType;
+      log.info({ id, to: rs.address, status: res.state, dsn: res.status, relay: res.remoteMta, delay: (now - env.receivedAt) / 1000, reply: res.reply }, `delivery ${res.state}`);
+    }
+    // Expiry: still deferred after max_lifetime → give up.
+    for (const rs of st.recipients) {
+      if (rs.state === 'deferred' && now - env.receivedAt >= o.maxLifetimeMs) {
+        rs.state = 'failed';
+        rs.finalAt = now;
+        rs.status = '4.4.7';
+        rs.lastError = `message expired after ${Math.round((now - env.receivedAt) / 3_600_000)}h; last error: ${rs.lastError ?? 'none'}`;
+        log.info({ id, to: rs.address, status: 'expired' }, 'delivery expired');
+      }
+    }
+    const deferred = st.recipients.filter((r) => r.state === 'deferred' || r.state === 'pending');
+    st.nextAttempt = now + backoffMs(st.attempts, o.retryInitialMs, o.retryMaxMs);
+    st.lastError = deferred[0]?.lastError;
+
+    // Notices to send now.
+    const notices: { kind: 'failure' | 'success' | 'delay'; idx: number }[] = [];
+    st.recipients.forEach((rs, idx) => {
+      if (rs.notified === 'failure' || rs.notified === 'success') return;
+      const p = env.rcptTo[idx];
+      if (rs.state === 'failed' && wantsNotice(env, p, 'failure')) notices.push({ kind: 'failure', idx });
+      else if (rs.state === 'delivered' && wantsNotice(env, p, 'success')) notices.push({ kind: 'success', idx });
+      else if (rs.state === 'deferred' && !rs.notified && o.delayWarningMs > 0 && now - env.receivedAt >= o.delayWarningMs && wantsNotice(env, p, 'delay'))
+        notices.push({ kind: 'delay', idx });
+    });
+
+    const allFinal = deferred.length === 0;
+    if (!(allFinal && notices.length === 0)) await spool.writeStatus(id, st); // results first: never deliver twice
+    if (notices.length) {
+      const original = await message();
+      for (const kind of ['failure', 'delay', 'success'] as const) {
+        const these = notices.filter((n) => n.kind === kind);
+        if (!these.length) continue;
+        const rcpts: DsnRecipient[] = these.map(({ idx }) => {
+          const rs = st.recipients[idx];
+          const isRemote = rs.remoteMta && rs.remoteMta !== 'localhost';
+          return {
+            address: rs.address,
+            orcpt: env.rcptTo[idx].orcpt,
+            action: kind === 'failure' ? 'failed' : kind === 'delay' ? 'delayed' : isRemote ? 'relayed' : 'delivered',
+            status: rs.status ?? (kind === 'success' ? '2.0.0' : '4.0.0'),
+            diagnostic: kind === 'success' ? undefined : rs.lastError,
+            diagnosticType: rs.diagnosticType,
+            remoteMta: rs.remoteMta,
+            lastAttempt: now,
+            willRetryUntil: kind === 'delay' ? env.receivedAt + o.maxLifetimeMs : undefined,
+          };
+        });
+        const dsn = buildDsn({ hostname: o.hostname, queueId: id, envelope: env, recipients: rcpts, original, sizeLimit: o.bounceSizeLimit, now });
+        const dsnId = await spool.commit(dsnEnvelope(env, now), Readable.from([dsn]));
+        log.info({ id, dsn: dsnId, kind, recipients: rcpts.length }, 'delivery status notification queued');
+        for (const { idx } of these) st.recipients[idx].notified = kind;
+      }
+      if (!allFinal) await spool.writeStatus(id, st);
+    }
+    if (allFinal) {
+      await spool.remove(id);
+      log.info({ id, attempts: st.attempts, ms: now - started }, 'removed');
+      return;
+    }
+    if (entry.state === 'active') await spool.move(id, 'active', 'deferred');
+    if ((await spool.locate(id)) === 'deferred') due.set(id, st.nextAttempt);
+  }
+
+  const unsubscribe = spool.onCommit((id) => {
+    due.set(id, 0);
+    pump();
+  });
+
+  const ready = (async () => {
+    try {
+      await scan();
+    } catch (err) {
+      log.error({ err }, 'queue scan failed');
+    }
+    try {
+      watcher = fs.watch(spool.dirOf('control'), () => {
+        void readControl()
+          .then(() => pump())
+          .catch(() => undefined);
+      });
+      watcher.on('error', () => undefined);
+    } catch {
+      /* polling through the scan timer is enough */
+    }
+    const rescan = () => {
+      scanTimer = setTimeout(() => {
+        void scan()
+          .catch((err: unknown) => log.error({ err }, 'queue scan failed'))
+          .then(() => {
+            pump();
+            if (!stopping) rescan();
+          });
+      }, o.scanIntervalMs);
+      scanTimer.unref();
+    };
+    rescan();
+    pump();
+  })();
+
+  async function drain(): Promise<void> {
+    while (inflight.size) await Promise.all([...inflight.values()]);
+  }
+
+  return {
+    async stop() {
+      stopping = true;
+      unsubscribe();
+      if (timer) clearTimeout(timer);
+      if (scanTimer) clearTimeout(scanTimer);
+      watcher?.close();
+      await ready;
+      await drain();
+    },
+    async flush(id?: string) {
+      await ready;
+      await doFlush(id);
+      pump();
+    },
+    async tick() {
+      await ready;
+      await scan();
+      pump();
+      await drain();
+    },
+  };
+}

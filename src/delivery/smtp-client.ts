@@ -1,0 +1,220 @@
+// Outbound SMTP and LMTP with nodemailer's SMTPConnection: EHLO/LHLO, opportunistic STARTTLS, optional AUTH,
+// several recipients per transaction, one result per recipient. Trusts nothing the remote server says beyond its reply codes.
+import net from 'node:net';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import type { Envelope } from '../queue/types.js';
+import { cleanReply, fromReply, local, type RcptResult } from './result.js';
+
+export interface SmtpSessionOptions {
+  heloName: string;
+  starttls: 'opportunistic' | 'require' | 'off';
+  tlsVerify: boolean;
+  connectTimeoutMs: number;
+  timeoutMs: number;
+  recipientsPerTransaction: number;
+  auth?: { user: string; pass: string };
+}
+
+export interface SendJob {
+  hop: { host: string; port: number } | { path: string };
+  lmtp: boolean;
+  envelope: Envelope;
+  /** Recipients of this job, with their index in envelope.rcptTo. */
+  rcpts: { index: number; address: string }[];
+  message: Buffer;
+}
+
+export interface SendOutcome {
+  /** False when no SMTP session could be set up with this host (try the next MX). */
+  connected: boolean;
+  /** Why the session could not be set up. */
+  error?: string;
+  results: RcptResult[];
+}
+
+type NmError = Error & { code?: string; response?: string; responseCode?: number; recipient?: string; rejectedErrors?: NmError[] };
+interface NmInfo {
+  accepted: string[];
+  rejected: string[];
+  rejectedErrors?: NmError[];
+  response?: string;
+}
+
+function hopName(hop: SendJob['hop']): string {
+  return 'path' in hop ? `unix:${hop.path}` : `${hop.host}[${hop.port}]`;
+}
+
+async function connectUnix(p: string, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(p);
+    const t = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`connect to ${p} timed out`));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(t);
+      resolve(s);
+    });
+    s.once('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+  });
+}
+
+/** Deliver one batch of recipients over one session to one host. */
+export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<SendOutcome> {
+  const remote = 'path' in job.hop ? job.hop.path : job.hop.host;
+  let socket: net.Socket | undefined;
+  if ('path' in job.hop) {
+    try {
+      socket = await connectUnix(job.hop.path, o.connectTimeoutMs);
+    } catch (err) {
+      return { connected: false, error: `connect to ${hopName(job.hop)}: ${(err as Error).message}`, results: [] };
+    }
+  }
+  const conn = new SMTPConnection({
+    ...('path' in job.hop ? { connection: socket } : { host: job.hop.host, port: job.hop.port }),
+    name: o.heloName,
+    lmtp: job.lmtp,
+    secure: false,
+    ignoreTLS: o.starttls === 'off',
+    requireTLS: o.starttls === 'require',
+    opportunisticTLS: o.starttls === 'opportunistic',
+    tls: { rejectUnauthorized: o.tlsVerify, servername: 'path' in job.hop || net.isIP(job.hop.host) ? undefined : job.hop.host },
+    connectionTimeout: o.connectTimeoutMs,
+    greetingTimeout: o.connectTimeoutMs,
+    socketTimeout: o.timeoutMs,
+    allowInternalNetworkInterfaces: true,
+    logger: false,
+  });
+  let closed = false;
+  conn.on('error', () => undefined); // errors also arrive through the callbacks
+  conn.on('end', () => {
+    closed = true;
+  });
+  const finish = () => {
+    try {
+      if (!closed) conn.quit();
+    } catch {
+      /* already gone */
+    }
+    setTimeout(() => conn.close(), 1000).unref();
+  };
+  try {
+    await new Promise<void>((resolve, reject) => conn.connect((err) => (err ? reject(err) : resolve())));
+  } catch (err) {
+    finish();
+    const e = err as NmError;
+    // A 5xx greeting is a permanent refusal from this host; anything else: try the next one.
+    if (e.responseCode && e.responseCode >= 500) return { connected: true, results: job.rcpts.map((r) => fromReply(r.index, e.responseCode, e.response, remote)) };
+    return { connected: false, error: `${hopName(job.hop)}: ${cleanReply(e.response || e.message)}`, results: [] };
+  }
+  if (o.auth) {
+    try {
+      await new Promise<void>((resolve, reject) => conn.login({ user: o.auth!.user, pass: o.auth!.pass }, (err) => (err ? reject(err) : resolve())));
+    } catch (err) {
+      finish();
+      const e = err as NmError;
+      // Our credentials are wrong or the relay refuses them: an operator problem, so keep the mail (defer).
+      return { connected: false, error: `${hopName(job.hop)}: authentication failed: ${cleanReply(e.response || e.code || 'error')}`, results: [] };
+    }
+  }
+  const extensions: string[] = (conn as unknown as { _supportedExtensions?: string[] })._supportedExtensions ?? [];
+  if (job.envelope.smtputf8 && !extensions.includes('SMTPUTF8')) {
+    finish();
+    return {
+      connected: true,
+      results: job.rcpts.map((r) => local(r.index, 'failed', '5.6.7', `554 5.6.7 ${remote} does not support SMTPUTF8, which this message needs (RFC 6531)`, remote)),
+    };
+  }
+  // Group by DSN parameters (nodemailer applies NOTIFY/ORCPT to every RCPT of a transaction), then by size.
+  const groups = new Map<string, SendJob['rcpts']>();
+  for (const r of job.rcpts) {
+    const p = job.envelope.rcptTo[r.index];
+    const key = `${(p.notify ?? []).join(',')}|${p.orcpt ?? ''}`;
+    const g = groups.get(key) ?? [];
+    g.push(r);
+    groups.set(key, g);
+  }
+  const batches: SendJob['rcpts'][] = [];
+  for (const g of groups.values()) for (let i = 0; i < g.length; i += o.recipientsPerTransaction) batches.push(g.slice(i, i + o.recipientsPerTransaction));
+  const results: RcptResult[] = [];
+  let first = true;
+  for (const batch of batches) {
+    if (closed) {
+      for (const r of batch) results.push(local(r.index, 'deferred', '4.4.2', `connection to ${remote} lost`, remote));
+      continue;
+    }
+    if (!first) {
+      const ok = await new Promise<boolean>((resolve) => conn.reset((err) => resolve(!err)));
+      if (!ok) {
+        for (const r of batch) results.push(local(r.index, 'deferred', '4.4.2', `RSET refused by ${remote}`, remote));
+        continue;
+      }
+    }
+    first = false;
+    results.push(...(await sendBatch(conn, job, batch, remote)));
+  }
+  finish();
+  return { connected: true, results };
+}
+
+async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcpts'], remote: string): Promise<RcptResult[]> {
+  const p = job.envelope.rcptTo[batch[0].index];
+  const dsn =
+    job.envelope.dsn || p.notify || p.orcpt
+      ? {
+          ret: job.envelope.dsn?.ret,
+          envid: job.envelope.dsn?.envid,
+          notify: p.notify,
+          orcpt: p.orcpt,
+        }
+      : undefined;
+  const byAddr = new Map<string, number[]>();
+  for (const r of batch) {
+    const k = r.address.trim();
+    byAddr.set(k, [...(byAddr.get(k) ?? []), r.index]);
+  }
+  const take = (addr: string | undefined): number | undefined => {
+    const l = addr ? byAddr.get(addr.trim()) : undefined;
+    return l?.shift();
+  };
+  const envelope = {
+    from: job.envelope.mailFrom,
+    to: batch.map((r) => r.address),
+    size: job.message.length,
+    use8BitMime: Boolean(job.envelope.body8bit || job.envelope.smtputf8),
+    dsn,
+  };
+  try {
+    const info = await new Promise<NmInfo>((resolve, reject) =>
+      conn.send(envelope, job.message, (err, inf) => (err ? reject(err) : resolve(inf as unknown as NmInfo))),
+    );
+    const out: RcptResult[] = [];
+    for (const e of info.rejectedErrors ?? []) {
+      const i = take(e.recipient);
+      if (i !== undefined) out.push(fromReply(i, e.responseCode, e.response, remote));
+    }
+    for (const a of info.accepted) {
+      const i = take(a);
+      if (i !== undefined) out.push(fromReply(i, 250, job.lmtp ? `250 2.0.0 delivered (LMTP)` : info.response, remote));
+    }
+    // Anything not accounted for (should not happen): keep it for a retry rather than guess.
+    for (const l of byAddr.values()) for (const i of l) out.push(local(i, 'deferred', '4.4.2', `no reply recorded for this recipient from ${remote}`, remote));
+    return out;
+  } catch (err) {
+    const e = err as NmError;
+    if (e.rejectedErrors?.length) {
+      const out: RcptResult[] = [];
+      for (const re of e.rejectedErrors) {
+        const i = take(re.recipient);
+        if (i !== undefined) out.push(fromReply(i, re.responseCode, re.response, remote));
+      }
+      for (const l of byAddr.values()) for (const i of l) out.push(fromReply(i, e.responseCode, e.response, remote));
+      return out;
+    }
+    if (e.responseCode) return batch.map((r) => fromReply(r.index, e.responseCode, e.response, remote));
+    return batch.map((r) => local(r.index, 'deferred', '4.4.2', `${remote}: ${e.message}`, remote));
+  }
+}

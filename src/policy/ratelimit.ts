@@ -135,6 +135,7 @@ export class RedisRateStore implements RateStore {
   readonly client: Redis;
   private readonly owned: boolean;
   private readonly timeoutMs: number;
+  private readyWait: Promise<void> | undefined;
 
   constructor(o: RedisRateStoreOptions) {
     this.timeoutMs = o.timeoutMs ?? 250;
@@ -149,6 +150,7 @@ export class RedisRateStore implements RateStore {
         enableOfflineQueue: false,
         maxRetriesPerRequest: 0,
         connectTimeout: 2_000,
+        disconnectTimeout: 200, // at close, a dead stream would otherwise hold the process for 2 s
         retryStrategy: (times) => Math.min(times * 200, 5_000),
         lazyConnect: false,
       });
@@ -162,6 +164,7 @@ export class RedisRateStore implements RateStore {
     checkArgs(cost, windowMs, limit);
     const args = [String(cost), String(windowMs), String(limit)];
     const run = async (): Promise<unknown> => {
+      await this.ready();
       try {
         return await this.client.evalsha(GCRA_SHA, 1, key, ...args);
       } catch (err) {
@@ -183,8 +186,36 @@ export class RedisRateStore implements RateStore {
     }
   }
 
+  /** Connected: go on. (Re)connecting right now: wait for it (the hit's deadline still applies). Down between retries: fail now. */
+  private async ready(): Promise<void> {
+    const st = this.client.status;
+    if (st === 'ready') return;
+    if (st !== 'wait' && st !== 'connecting' && st !== 'connect') throw new Error(`rate limit store not connected (${st})`);
+    if (st === 'wait') void this.client.connect().catch(() => undefined);
+    // One waiter per connection attempt, however many hits arrive meanwhile.
+    this.readyWait ??= new Promise<void>((resolve, reject) => {
+      const onReady = (): void => {
+        this.client.off('close', onClose);
+        resolve();
+      };
+      const onClose = (): void => {
+        this.client.off('ready', onReady);
+        reject(new Error('rate limit store connection closed'));
+      };
+      this.client.once('ready', onReady);
+      this.client.once('close', onClose);
+    }).finally(() => {
+      this.readyWait = undefined;
+    });
+    await this.readyWait;
+  }
+
   async close(): Promise<void> {
     if (!this.owned) return;
+    if (this.client.status !== 'ready') {
+      this.client.disconnect(); // also cancels a pending reconnection
+      return;
+    }
     try {
       await this.client.quit();
     } catch {
@@ -352,11 +383,11 @@ function nonNegative(v: unknown): string | undefined {
   return (v as number) >= 0 ? undefined : 'must be 0 (no limit) or more';
 }
 
-/** Build the limiter a config section describes. Call `store.close()` at shutdown. */
+/** Build the limiter a config section describes. Call `close()` at shutdown. */
 export function rateLimiterFromConfig(
   c: SectionValues<typeof ratelimit.params>,
   deps: { log?: Pick<Logger, 'warn'>; metrics?: RateLimiterOptions['metrics'] } = {},
-): { limiter: RateLimiter; store: RateStore } {
+): { limiter: RateLimiter; store: RateStore; close: () => Promise<void> } {
   const store: RateStore = c.redis_url
     ? new RedisRateStore({ url: c.redis_url, timeoutMs: durationMs(c.redis_timeout), onError: () => undefined })
     : new MemoryRateStore();
@@ -365,5 +396,5 @@ export function rateLimiterFromConfig(
     { messagesPerUserPerHour: c.messages_per_user_per_hour, recipientsPerUserPerHour: c.recipients_per_user_per_hour, connectionsPerIpPerMinute: c.connections_per_ip_per_minute },
     { failPolicy: c.on_store_error as FailPolicy, log: deps.log, metrics: deps.metrics },
   );
-  return { limiter, store };
+  return { limiter, store, close: async () => store.close?.() };
 }

@@ -229,3 +229,41 @@ export function runProgram(cmd: string, args: string[], input = ''): Promise<{ c
     p.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
 }
+
+export interface ServeProcess {
+  stdout: () => string;
+  stderr: () => string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Run `bin/facteur serve ARGS` as a user would; resolves once `port` accepts connections. */
+export async function spawnServe(args: string[], env: NodeJS.ProcessEnv, port: number): Promise<ServeProcess> {
+  const { FACTEUR } = await import('./authd.js');
+  const { waitForSocket } = await import('./net.js');
+  const p = spawn(FACTEUR, ['serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  let out = '';
+  let err = '';
+  p.stdout.on('data', (d) => (out += d));
+  p.stderr.on('data', (d) => (err += d));
+  const exited = new Promise<number | null>((resolve) => p.once('exit', (code) => resolve(code)));
+  await Promise.race([waitForSocket(port, 20_000), exited.then((code) => Promise.reject(new Error(`facteur serve exited ${code}: ${err}`)))]);
+  return {
+    stdout: () => out,
+    stderr: () => err,
+    async stop(signal = 'SIGTERM') {
+      if (p.exitCode === null && p.signalCode === null) p.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** Poll until `fn` returns a value (files written by another process); fails after `ms`. */
+export async function eventually<T>(fn: () => Promise<T | undefined>, what: string, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

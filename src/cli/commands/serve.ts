@@ -14,6 +14,8 @@ import { parseSenderMap, SenderPolicy, type SenderMap } from '../../policy/sende
 import { PenaltyBox } from '../../policy/penalty.js';
 import { startSmtpService, type ListenerConfig, type ListenerKind, type RunningSmtp } from '../../smtp/server.js';
 import type { QueueWriter } from '../../queue/types.js';
+import { Spool } from '../../queue/spool.js';
+import { startDelivery, deliveryOptionsFromConfig, queueDirFromConfig, type DeliveryHandle } from '../../delivery/index.js';
 import { ConfigError, UsageError } from '../../lib/errors.js';
 
 const run$ = promisify(execFile);
@@ -42,12 +44,12 @@ listen = ["127.0.0.1:2465"]
 
 export interface ServeOptions {
   config: ConfigValues;
-  /** Override the queue (tests); default: the spool in <data_dir>/queue. */
+  /** Override the queue (tests; no delivery then); default: the spool ([queue] dir) with the delivery scheduler. */
   queue?: QueueWriter;
   /** Override the verifier (tests); default: from [auth]. */
   verifier?: PasswordVerifier;
   log?: Logger;
-  /** Start the delivery scheduler when available (default true). */
+  /** Start the delivery scheduler (default true). */
   delivery?: boolean;
 }
 
@@ -126,10 +128,11 @@ async function loadSenderMap(file: string): Promise<SenderMap> {
   }
 }
 
-async function openQueue(dataDir: string): Promise<{ queue: QueueWriter; stop?: () => Promise<void> }> {
-  const { Spool } = await import('../../queue/spool.js');
-  const spool = await Spool.open(path.join(dataDir, 'queue'));
-  return { queue: spool };
+async function openQueue(cfg: ConfigValues, log: Logger): Promise<Spool> {
+  return Spool.open(queueDirFromConfig(cfg as Record<string, Record<string, unknown>>), {
+    verify: cfg.queue?.verify_on_start !== false,
+    onDiscard: (file, reason) => log.warn({ file, reason }, 'queue: discarded a partial or damaged file at start'),
+  });
 }
 
 /** Build and start everything a configuration describes. Exported for the tests, which inject a queue or verifier. */
@@ -141,7 +144,8 @@ export async function serve(o: ServeOptions): Promise<Served> {
   const hostname = (s.hostname as string) || os.hostname();
   const tls = await tlsFiles(cfg, dataDir, hostname, log);
   const v = o.verifier ? { verifier: o.verifier, mechList: (cfg.auth.mech_list as string[]).map((m) => m.toUpperCase()), joinRealm: true } : await makeVerifier(cfg, dataDir, log);
-  const q = o.queue ? { queue: o.queue } : await openQueue(dataDir);
+  const spool = o.queue ? undefined : await openQueue(cfg, log);
+  const q = { queue: o.queue ?? (spool as QueueWriter) };
   const listeners: ListenerConfig[] = [];
   for (const kind of ['inbound', 'submission', 'submissions'] as ListenerKind[]) {
     const l = cfg[kind];
@@ -178,32 +182,17 @@ export async function serve(o: ServeOptions): Promise<Served> {
     log,
     penalty: new PenaltyBox(),
   });
-  let stopDelivery: (() => Promise<void>) | undefined;
-  if (o.delivery !== false && !o.queue) stopDelivery = await startDeliveryIfAvailable(cfg, q.queue, log);
+  let delivery: DeliveryHandle | undefined;
+  if (o.delivery !== false && spool) delivery = startDelivery({ spool, options: deliveryOptionsFromConfig(cfg as Record<string, Record<string, unknown>>), log });
   return {
     ...running,
     dataDir,
     async stopAll() {
       await running.close();
-      await stopDelivery?.();
+      await delivery?.stop();
       await v.verifier.close?.();
     },
   };
-}
-
-/** The delivery scheduler is another part's module; start it when it is there (its absence only means mail waits in the queue). */
-async function startDeliveryIfAvailable(cfg: ConfigValues, queue: QueueWriter, log: Logger): Promise<(() => Promise<void>) | undefined> {
-  const modPath = '../../delivery/index.js';
-  let mod: Record<string, unknown>;
-  try {
-    mod = (await import(modPath)) as Record<string, unknown>;
-  } catch {
-    log.warn('delivery is not available in this build: messages stay in the queue');
-    return undefined;
-  }
-  if (typeof mod.startDelivery !== 'function') return undefined;
-  const handle = (await (mod.startDelivery as (o: unknown) => Promise<unknown>)({ config: cfg, spool: queue, log })) as { stop?: () => Promise<void> } | undefined;
-  return handle?.stop ? () => handle.stop!() : undefined;
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -241,7 +230,8 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 function printWelcome(served: Served, cfg: ConfigValues): void {
-  const rel = path.relative(process.cwd(), served.dataDir) || '.';
+  const r = path.relative(process.cwd(), served.dataDir) || '.';
+  const rel = r.startsWith('..') ? served.dataDir : r;
   const port = (k: ListenerKind) => served.bound.find((b) => b.kind === k)?.port;
   const domain = (cfg.server.local_domains as string[])[0] ?? 'localhost';
   process.stdout.write(`facteur is running (embedded default, data in ${rel}/)

@@ -1,0 +1,531 @@
+// Benchmark: facteur authd against the real Cyrus saslauthd, side by side in one run, on the same slapd, users and load.
+// Trusts the daemons only as far as their replies: every reply must be OK, errors are counted and shown, never hidden.
+//
+// npm run bench:authd [-- --quick] [--duration S] [--warmup S] [--concurrency 1,8,64] [--scenarios ldap,ldap-cache,file,file-cache,rimap]
+//                     [--cyrus-n 5,16] [--profile DIR] [--write | --no-write]
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { spawn } from 'node:child_process';
+import { Generator } from './lib/generator.js';
+import { mergeResults, oneRequest, type LoadResult, type LoadUser } from './lib/loadgen.js';
+import { encodeFields } from '../src/auth/protocol/frame.js';
+import { startCyrus, startFacteur, startNull, FACTEUR, type RunningDaemon } from './lib/daemons.js';
+import { machineBusyMs, treeCpuMs } from './lib/procstat.js';
+import { machineInfo, markdownTable, textTable, writeSection, type MachineInfo } from './lib/report.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const DOC = path.join(ROOT, 'docs/benchmarks.md');
+const USER_COUNT = 100;
+const SERVICE = 'smtp';
+const REQUEST_TIMEOUT_MS = 10_000;
+
+interface Flags {
+  quick: boolean;
+  durationMs: number;
+  warmupMs: number;
+  /** The measured time of a cell is split into this many rounds, the daemons of a scenario taking turns. */
+  rounds: number;
+  concurrency: number[];
+  scenarios: string[];
+  cyrusN: number[];
+  profileDir?: string;
+  write: boolean;
+}
+
+const ALL_SCENARIOS = ['calibration', 'ldap', 'ldap-cache', 'rimap', 'rimap-cache', 'file', 'file-cache'];
+// rimap-cache measures the same thing as ldap-cache (cache hits never reach the backend): on request only.
+const DEFAULT_SCENARIOS = ALL_SCENARIOS.filter((s) => s !== 'rimap-cache');
+
+function parseFlags(argv: string[]): Flags {
+  const f: Flags = { quick: false, durationMs: 5000, warmupMs: 1000, rounds: 3, concurrency: [1, 8, 64], scenarios: DEFAULT_SCENARIOS, cyrusN: [5, 16], write: true };
+  let explicitWrite: boolean | undefined;
+  const list = (v: string | undefined, name: string) => {
+    if (!v) throw new Error(`${name} needs a value`);
+    return v.split(',').map((s) => s.trim()).filter(Boolean);
+  };
+  const nums = (v: string | undefined, name: string) =>
+    list(v, name).map((s) => {
+      const n = Number(s);
+      if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}: '${s}' is not a positive integer`);
+      return n;
+    });
+  const seconds = (v: string | undefined, name: string) => {
+    const n = Number(v);
+    if (!v || !(n > 0)) throw new Error(`${name} needs a number of seconds`);
+    return n * 1000;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    switch (a) {
+      case '--quick': f.quick = true; f.durationMs = 1500; f.warmupMs = 300; f.rounds = 1; break;
+      case '--duration': f.durationMs = seconds(argv[++i], a); break;
+      case '--warmup': f.warmupMs = seconds(argv[++i], a); break;
+      case '--rounds': f.rounds = nums(argv[++i], a)[0]; break;
+      case '--concurrency': f.concurrency = nums(argv[++i], a); break;
+      case '--scenarios': f.scenarios = list(argv[++i], a); break;
+      case '--cyrus-n': f.cyrusN = nums(argv[++i], a); break;
+      case '--profile': f.profileDir = path.resolve(list(argv[++i], a)[0]); break;
+      case '--write': explicitWrite = true; break;
+      case '--no-write': explicitWrite = false; break;
+      case '-h': case '--help':
+        process.stdout.write(`usage: npm run bench:authd -- [--quick] [--duration S] [--warmup S] [--concurrency 1,8,64]\n` +
+          `       [--scenarios ${ALL_SCENARIOS.join(',')}] [--cyrus-n 5,16] [--profile DIR] [--write|--no-write]\n`);
+        process.exit(0);
+      // falls through (unreachable)
+      default: throw new Error(`unknown option ${a}`);
+    }
+  }
+  for (const s of f.scenarios) if (!ALL_SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s} (known: ${ALL_SCENARIOS.join(', ')})`);
+  // Quick or profiled runs are for looking, not for the record, unless asked.
+  f.write = explicitWrite ?? !(f.quick || f.profileDir);
+  return f;
+}
+
+/** How to start one daemon configuration. */
+interface DaemonSpec {
+  label: string;
+  kind: 'facteur' | 'cyrus' | 'null';
+  args: string[];
+}
+
+interface Cell {
+  scenario: string;
+  daemon: string;
+  kind: DaemonSpec['kind'];
+  result: LoadResult;
+  daemonCpuMs: number;
+  backendCpuMs?: number;
+  /** CPU used meanwhile by processes outside the benchmark (other work on the machine: noise). */
+  otherCpuMs?: number;
+}
+
+interface ScenarioEnv {
+  title: string;
+  /** One line on what is measured. */
+  note: string;
+  daemons: DaemonSpec[];
+  users: LoadUser[];
+  /** Process whose CPU time is reported per authentication (slapd, dovecot), if any. */
+  backendPid?: number;
+  backendName?: string;
+  /** Target ratio facteur / best Cyrus, when the issue sets one. */
+  target?: number;
+}
+
+type Skipped = { skipped: string };
+
+const bulkUsers = (): LoadUser[] => Array.from({ length: USER_COUNT }, (_, i) => ({ login: `user${i}`, password: `pass${i}` }));
+
+/** Import a module by path without making the type checker depend on it (helpers and backends land separately). */
+async function optionalImport<T>(rel: string): Promise<T | Skipped> {
+  const file = path.join(ROOT, rel);
+  if (!fs.existsSync(file)) return { skipped: `${rel} is not there yet` };
+  return (await import(pathToFileURL(file).href)) as T;
+}
+
+/** The pid of a running server whose command line mentions `needle` (slapd and dovecot do not tell us theirs). */
+function findPid(binary: string, needle: string): number | undefined {
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let cmd: string;
+    try {
+      cmd = fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').replace(/\0/g, ' ');
+    } catch {
+      continue;
+    }
+    if (cmd.includes(binary) && cmd.includes(needle)) return Number(name);
+  }
+  return undefined;
+}
+
+interface SlapdHandle {
+  url: string;
+  baseDn: string;
+  bindDn: string;
+  bindPw: string;
+  stop(): Promise<void>;
+}
+
+function cyrusVariants(f: Flags, base: string[]): DaemonSpec[] {
+  return f.cyrusN.map((n) => ({ label: `Cyrus -n ${n}`, kind: 'cyrus' as const, args: [...base, '-n', String(n)] }));
+}
+
+/** Start (once) everything a scenario family needs and describe the daemons to compare. */
+class Environments {
+  private slapd?: SlapdHandle | Skipped;
+  private dovecot?: { port: number; stop(): Promise<void> } | Skipped;
+  private usersFile?: string | Skipped;
+  private readonly cleanups: (() => Promise<void>)[] = [];
+  constructor(private readonly dir: string, private readonly f: Flags) {}
+
+  private async ldapConf(): Promise<{ conf: string; pid?: number } | Skipped> {
+    if (!this.slapd) {
+      const helper = await optionalImport<{ startSlapd: () => Promise<SlapdHandle> }>('test/helpers/slapd.ts');
+      if ('skipped' in helper) this.slapd = helper;
+      else if (!fs.existsSync(path.join(ROOT, 'src/auth/backends/ldap/index.ts'))) this.slapd = { skipped: 'src/auth/backends/ldap/ is not there yet' };
+      else {
+        const s = await helper.startSlapd();
+        this.slapd = s;
+        this.cleanups.push(() => s.stop());
+      }
+    }
+    if ('skipped' in this.slapd) return this.slapd;
+    const s = this.slapd;
+    const conf = path.join(this.dir, 'saslauthd.conf');
+    // The seed's saslauthd.conf shape, read by both daemons.
+    await fsp.writeFile(
+      conf,
+      [`ldap_servers: ${s.url}`, `ldap_bind_dn: ${s.bindDn}`, `ldap_bind_pw: ${s.bindPw}`, `ldap_search_base: ${s.baseDn}`, 'ldap_filter: (uid=%u)', ''].join('\n'),
+      { mode: 0o600 },
+    );
+    const port = new URL(s.url).port;
+    return { conf, pid: findPid('slapd', `:${port}`) };
+  }
+
+  private async rimapServer(): Promise<{ port: number; pid?: number } | Skipped> {
+    if (!this.dovecot) {
+      const helper = await optionalImport<{ startDovecot: (o?: unknown) => Promise<{ port?: number; imapPort?: number; stop(): Promise<void> }> }>('test/helpers/dovecot.ts');
+      if ('skipped' in helper) this.dovecot = helper;
+      else if (!fs.existsSync(path.join(ROOT, 'src/auth/backends/rimap.ts'))) this.dovecot = { skipped: 'src/auth/backends/rimap.ts is not there yet' };
+      else {
+        const d = await helper.startDovecot();
+        const port = d.imapPort ?? d.port;
+        if (!port) this.dovecot = { skipped: 'startDovecot() returned no IMAP port' };
+        else {
+          this.dovecot = { port, stop: () => d.stop() };
+          this.cleanups.push(() => d.stop());
+        }
+      }
+    }
+    if ('skipped' in this.dovecot) return this.dovecot;
+    return { port: this.dovecot.port, pid: findPid('dovecot', '') };
+  }
+
+  private async users(): Promise<string | Skipped> {
+    if (this.usersFile) return this.usersFile;
+    if (!fs.existsSync(path.join(ROOT, 'src/auth/backends/file.ts')) || !fs.existsSync(path.join(ROOT, 'src/cli/commands/user.ts'))) {
+      return (this.usersFile = { skipped: 'src/auth/backends/file.ts or the user command is not there yet' });
+    }
+    const file = path.join(this.dir, 'users');
+    // `facteur user add` once per user (each hashes with argon2id); two at a time, one per core.
+    const add = (u: LoadUser) =>
+      new Promise<void>((resolve, reject) => {
+        const p = spawn(FACTEUR, ['user', 'add', '--file', file, u.login], { stdio: ['pipe', 'ignore', 'pipe'] });
+        let err = '';
+        p.stderr.on('data', (d) => (err += d));
+        p.stdin.end(`${u.password}\n${u.password}\n`);
+        p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`facteur user add ${u.login}: exit ${code}: ${err.trim()}`))));
+      });
+    // Sequential: the users file is rewritten by each call.
+    for (const u of bulkUsers()) await add(u);
+    return (this.usersFile = file);
+  }
+
+  async get(name: string): Promise<ScenarioEnv | Skipped> {
+    const cache = name.endsWith('-cache');
+    const c = cache ? ['-c'] : [];
+    const facteur = (args: string[]): DaemonSpec => ({ label: cache ? 'facteur -c' : 'facteur', kind: 'facteur', args: [...args, ...c, '--no-penalty'] });
+    switch (name) {
+      case 'calibration':
+        return {
+          title: 'Calibration: load generator + facteur socket layer, instant in-memory backend',
+          note: 'the ceiling of this machine for one-request-per-connection clients; every real cell is below it',
+          daemons: [{ label: 'null backend', kind: 'null', args: [] }],
+          users: bulkUsers(),
+        };
+      case 'ldap':
+      case 'ldap-cache': {
+        const l = await this.ldapConf();
+        if ('skipped' in l) return l;
+        return {
+          title: cache ? 'LDAP, credential cache on (-c): all users cached before measuring' : 'LDAP, cache off: every request reaches slapd',
+          note: cache ? 'cache hits only; the directory is idle' : 'the directory does the work; slapd CPU per authentication shows who asks it less',
+          daemons: [facteur(['-a', 'ldap', '-O', l.conf]), ...cyrusVariants(this.f, ['-a', 'ldap', '-O', l.conf, ...c])],
+          users: bulkUsers(),
+          backendPid: l.pid,
+          backendName: 'slapd',
+          target: cache ? 1 : 1.5,
+        };
+      }
+      case 'rimap':
+      case 'rimap-cache': {
+        const r = await this.rimapServer();
+        if ('skipped' in r) return r;
+        return {
+          title: cache ? 'rimap against Dovecot, cache on (-c)' : 'rimap against Dovecot, cache off',
+          note: 'one IMAP LOGIN per request (Cyrus opens a new IMAP connection each time)',
+          daemons: [facteur(['-a', 'rimap', '-O', `127.0.0.1/${r.port}`]), ...cyrusVariants(this.f, ['-a', 'rimap', '-O', `127.0.0.1/${r.port}`, ...c])],
+          users: bulkUsers(),
+          backendPid: r.pid,
+          backendName: 'dovecot',
+        };
+      }
+      case 'file':
+      case 'file-cache': {
+        const u = await this.users();
+        if (typeof u !== 'string') return u;
+        return {
+          title: cache ? 'Users file (argon2id), cache on (-c)' : 'Users file (argon2id), cache off: one argon2id verification per request',
+          note: 'no Cyrus equivalent (sasldb stores plaintext); facteur alone',
+          daemons: [facteur(['-a', 'file', '-O', u])],
+          users: bulkUsers(),
+        };
+      }
+    }
+    return { skipped: `unknown scenario ${name}` };
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.cleanups.reverse()) await c().catch(() => undefined);
+  }
+}
+
+async function startDaemon(spec: DaemonSpec, runDir: string, f: Flags, users: number): Promise<RunningDaemon> {
+  if (spec.kind === 'null') return startNull(spec.label, runDir, users);
+  if (spec.kind === 'cyrus') return startCyrus(spec.label, runDir, spec.args);
+  const nodeArgs = f.profileDir ? ['--cpu-prof', '--cpu-prof-dir', f.profileDir] : [];
+  return startFacteur(spec.label, runDir, spec.args, nodeArgs);
+}
+
+/** Every user must get OK with the right password and NO with a wrong one, or the numbers would mean nothing. Also warms caches. */
+async function sanityCheck(d: RunningDaemon, users: LoadUser[]): Promise<void> {
+  const ask = (u: LoadUser) => oneRequest(d.socket, encodeFields([u.login, u.password, SERVICE, '']), REQUEST_TIMEOUT_MS);
+  for (const u of users) {
+    const reply = await ask(u);
+    if (!reply.startsWith('OK')) throw new Error(`${d.label}: ${u.login} with the right password got '${reply}'`);
+  }
+  for (const u of [users[0], users[users.length - 1]]) {
+    const reply = await ask({ login: u.login, password: `${u.password}-wrong` });
+    if (!reply.startsWith('NO')) throw new Error(`${d.label}: ${u.login} with a wrong password got '${reply}'`);
+  }
+}
+
+const fmtRate = (r: number) => (Number.isFinite(r) ? r.toFixed(r >= 100 ? 0 : 1) : '-');
+const fmtMs = (ms: number) => (Number.isFinite(ms) ? (ms >= 10 ? ms.toFixed(1) : ms.toFixed(2)) : '-');
+const fmtUs = (ms: number | undefined, n: number) => (ms === undefined || n === 0 ? '-' : `${Math.round((ms * 1000) / n)}`);
+const fmtRatio = (x: number) => (Number.isFinite(x) ? `${x.toFixed(2)}×` : '-');
+
+function errorsText(r: LoadResult): string {
+  if (r.errorCount === 0) return r.connectRetries ? `0 (${r.connectRetries} EAGAIN retries)` : '0';
+  const kinds = Object.entries(r.errors).map(([k, v]) => `${v} ${k}`).join('; ');
+  return `${r.errorCount}: ${kinds}`;
+}
+
+interface ScenarioOutcome {
+  name: string;
+  env?: ScenarioEnv;
+  skipped?: string;
+  cells: Cell[];
+  failures: string[];
+}
+
+function scenarioRows(o: ScenarioOutcome, concurrency: number[]): { head: string[]; rows: string[][] } {
+  const backend = o.env?.backendName;
+  const head = ['clients', 'daemon', 'auth/s', 'p50 ms', 'p99 ms', 'errors', 'daemon CPU µs/auth', ...(backend ? [`${backend} CPU µs/auth`] : []), 'facteur ÷ this'];
+  const rows: string[][] = [];
+  for (const c of concurrency) {
+    const cells = o.cells.filter((x) => x.result.concurrency === c);
+    const fac = cells.find((x) => x.kind === 'facteur');
+    for (const x of cells) {
+      const r = x.result;
+      rows.push([
+        String(c),
+        x.daemon,
+        fmtRate(r.rate),
+        fmtMs(r.p50),
+        fmtMs(r.p99),
+        errorsText(r),
+        fmtUs(x.daemonCpuMs, r.ok),
+        ...(backend ? [fmtUs(x.backendCpuMs, r.ok)] : []),
+        fac && x.kind === 'cyrus' ? fmtRatio(fac.result.rate / r.rate) : '',
+      ]);
+    }
+  }
+  return { head, rows };
+}
+
+/** The issue's targets, cell by cell: throughput ratio against the best Cyrus configuration, and p99 no worse than it. */
+function verdicts(o: ScenarioOutcome, concurrency: number[]): string[] {
+  if (!o.env?.target) return [];
+  const out: string[] = [];
+  for (const c of concurrency) {
+    const cells = o.cells.filter((x) => x.result.concurrency === c);
+    const fac = cells.find((x) => x.kind === 'facteur');
+    const cyrus = cells.filter((x) => x.kind === 'cyrus').sort((a, b) => b.result.rate - a.result.rate)[0];
+    if (!fac || !cyrus) continue;
+    const ratio = fac.result.rate / cyrus.result.rate;
+    const p99ok = fac.result.p99 <= cyrus.result.p99;
+    const clean = fac.result.errorCount === 0;
+    const met = ratio >= o.env.target && p99ok && clean;
+    out.push(
+      `${c} client${c > 1 ? 's' : ''}: facteur ${fmtRatio(ratio)} the best Cyrus (${cyrus.daemon}; target ≥ ${o.env.target}×), ` +
+        `p99 ${fmtMs(fac.result.p99)} vs ${fmtMs(cyrus.result.p99)} ms${clean ? '' : `, ${fac.result.errorCount} errors`} → ${met ? 'target met' : 'target MISSED'}`,
+    );
+  }
+  return out;
+}
+
+function markdown(m: MachineInfo, f: Flags, outcomes: ScenarioOutcome[], started: Date, totalS: number): string {
+  const parts: string[] = [];
+  parts.push('## authd: facteur vs Cyrus saslauthd');
+  parts.push(
+    [
+      `Run on ${started.toISOString().replace(/\.\d+Z$/, 'Z')} with \`npm run bench:authd${f.quick ? ' -- --quick' : ''}\` (${Math.round(totalS)} s in all).`,
+      '',
+      `- Machine: ${m.cpu}, ${m.cores} cores, ${m.ramGiB} GiB RAM, ${m.kernel}`,
+      `- Node ${m.node}; Cyrus ${m.cyrus} (Debian sasl2-bin); OpenLDAP ${m.slapd}${m.dovecot ? `; Dovecot ${m.dovecot}` : ''}`,
+      `- Each cell: ${f.warmupMs / 1000} s warm-up, then ${f.durationMs / 1000} s measured; C clients in a closed loop, one request per connection ` +
+        `(as Postfix's libsasl does), users user0…user${USER_COUNT - 1} in turn, service \`${SERVICE}\`, empty realm. ` +
+        'Only `OK` replies count; anything else is an error and is shown. Before its cells, each daemon must answer OK for every user and NO for wrong passwords.',
+      '- The load generator runs in its own process (`bench/lib/loadgen-child.ts`); slapd, the daemon and the generator share the same cores, as on a real mail host.',
+      '- Both daemons run as in production: facteur `authd -f` (no per-request logging), Cyrus detached without `-d`. Same saslauthd.conf for both.',
+      '- CPU columns: user+system time of the daemon (all its processes) and of the backend server during the measured phase, divided by successful authentications.',
+    ].join('\n'),
+  );
+  for (const o of outcomes) {
+    if (o.skipped) {
+      parts.push(`### ${o.name}\n\nNot run: ${o.skipped}.`);
+      continue;
+    }
+    const { head, rows } = scenarioRows(o, f.concurrency);
+    const v = verdicts(o, f.concurrency);
+    parts.push(
+      [
+        `### ${o.env!.title}`,
+        '',
+        `${o.env!.note[0].toUpperCase()}${o.env!.note.slice(1)}.`,
+        '',
+        markdownTable(head, rows),
+        ...(v.length ? ['', ...v.map((l) => `- ${l}`)] : []),
+        ...(o.failures.length ? ['', ...o.failures.map((l) => `- **Failed:** ${l}`)] : []),
+      ].join('\n'),
+    );
+  }
+  return parts.join('\n\n');
+}
+
+async function main(): Promise<number> {
+  const f = parseFlags(process.argv.slice(2));
+  const started = new Date();
+  const t0 = performance.now();
+  const m = machineInfo();
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'facteur-bench-'));
+  if (f.profileDir) await fsp.mkdir(f.profileDir, { recursive: true });
+  process.stdout.write(`facteur authd benchmark: ${m.cpu}, ${m.cores} cores, Node ${m.node}, ${m.cyrus}\n`);
+  process.stdout.write(`cells: ${f.warmupMs / 1000} s warm-up + ${f.durationMs / 1000} s measured; clients ${f.concurrency.join(', ')}; scenarios ${f.scenarios.join(', ')}\n\n`);
+  const envs = new Environments(dir, f);
+  const gen = await Generator.start();
+  const outcomes: ScenarioOutcome[] = [];
+  let daemonSeq = 0;
+  try {
+    for (const name of f.scenarios) {
+      const env = await envs.get(name).catch((err: Error) => ({ skipped: `setup failed: ${err.message}` }));
+      if ('skipped' in env) {
+        process.stdout.write(`## ${name}: skipped (${env.skipped})\n\n`);
+        outcomes.push({ name, skipped: env.skipped, cells: [], failures: [] });
+        continue;
+      }
+      process.stdout.write(`## ${name}: ${env.title}\n`);
+      const outcome: ScenarioOutcome = { name, env, cells: [], failures: [] };
+      outcomes.push(outcome);
+      // All daemons of a scenario run at once (idle ones cost nothing) and take turns, round after round, so that
+      // whatever else the machine does at the time falls on each of them alike.
+      const running: RunningDaemon[] = [];
+      const kinds = new Map<RunningDaemon, DaemonSpec>();
+      try {
+        for (const spec of env.daemons) {
+          try {
+            const d = await startDaemon(spec, path.join(dir, `run${++daemonSeq}`), f, env.users.length);
+            running.push(d);
+            kinds.set(d, spec);
+            await sanityCheck(d, env.users);
+          } catch (err) {
+            const last = running.at(-1);
+            const msg = `${spec.label}: ${(err as Error).message}`;
+            outcome.failures.push(msg);
+            process.stdout.write(`  FAILED ${msg}\n`);
+            if (last && kinds.get(last) === spec) {
+              if (last.stderr()) process.stdout.write(`  daemon stderr:\n${last.stderr().split('\n').slice(-10).join('\n')}\n`);
+              running.pop();
+              await last.stop();
+            }
+          }
+        }
+        for (const c of f.concurrency) {
+          const base = { concurrency: c, users: env.users, service: SERVICE, realm: '', timeoutMs: REQUEST_TIMEOUT_MS };
+          for (const d of running) await gen.run({ ...base, socket: d.socket, durationMs: f.warmupMs });
+          const parts = new Map<RunningDaemon, { results: LoadResult[]; daemonCpuMs: number; backendCpuMs: number; otherCpuMs: number }>();
+          for (const d of running) parts.set(d, { results: [], daemonCpuMs: 0, backendCpuMs: 0, otherCpuMs: 0 });
+          for (let round = 0; round < f.rounds; round++) {
+            // Rotate the order each round.
+            const order = running.map((_, i) => running[(i + round) % running.length]);
+            for (const d of order) {
+              const p = parts.get(d)!;
+              const dc0 = treeCpuMs(d.pid);
+              const bc0 = env.backendPid ? treeCpuMs(env.backendPid) : 0;
+              const m0 = machineBusyMs();
+              const r = await gen.run({ ...base, socket: d.socket, durationMs: f.durationMs / f.rounds });
+              const dc = treeCpuMs(d.pid) - dc0;
+              const bc = env.backendPid ? treeCpuMs(env.backendPid) - bc0 : 0;
+              p.results.push(r);
+              p.daemonCpuMs += dc;
+              p.backendCpuMs += bc;
+              p.otherCpuMs += machineBusyMs() - m0 - dc - bc - r.generatorCpuMs;
+            }
+          }
+          for (const d of running) {
+            const p = parts.get(d)!;
+            const spec = kinds.get(d)!;
+            const result = mergeResults(p.results, c, 'sequential');
+            const cell: Cell = {
+              scenario: name,
+              daemon: spec.label,
+              kind: spec.kind,
+              result,
+              daemonCpuMs: p.daemonCpuMs,
+              backendCpuMs: env.backendPid ? p.backendCpuMs : undefined,
+              otherCpuMs: Math.max(0, p.otherCpuMs),
+            };
+            outcome.cells.push(cell);
+            const pct = (ms: number) => `${((100 * ms) / result.elapsedMs).toFixed(0)}%`;
+            process.stdout.write(
+              `  ${spec.label.padEnd(14)} C=${String(c).padStart(3)}  ${fmtRate(result.rate).padStart(7)} auth/s  p50 ${fmtMs(result.p50)} ms  p99 ${fmtMs(result.p99)} ms  ` +
+                `errors ${errorsText(result)}  daemon ${fmtUs(cell.daemonCpuMs, result.ok)} µs/auth` +
+                `${env.backendName ? `  ${env.backendName} ${fmtUs(cell.backendCpuMs, result.ok)} µs/auth` : ''}  CPU: generator ${pct(result.generatorCpuMs)}, others ${pct(cell.otherCpuMs ?? 0)}\n`,
+            );
+          }
+        }
+      } finally {
+        for (const d of running) await d.stop();
+      }
+      const { head, rows } = scenarioRows(outcome, f.concurrency);
+      process.stdout.write(`\n${textTable(head, rows)}\n`);
+      for (const l of verdicts(outcome, f.concurrency)) process.stdout.write(`  ${l}\n`);
+      process.stdout.write('\n');
+    }
+  } finally {
+    await gen.stop();
+    await envs.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+  const totalS = (performance.now() - t0) / 1000;
+  if (f.write) {
+    writeSection(DOC, markdown(m, f, outcomes, started, totalS));
+    process.stdout.write(`wrote ${path.relative(process.cwd(), DOC)}\n`);
+  }
+  if (f.profileDir) process.stdout.write(`CPU profiles of facteur authd: ${f.profileDir}/*.cpuprofile (open in Chrome DevTools or speedscope)\n`);
+  process.stdout.write(`done in ${totalS.toFixed(0)} s\n`);
+  const anyFailure = outcomes.some((o) => o.failures.length > 0 || o.cells.some((c) => c.result.errorCount > 0));
+  return anyFailure ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    process.stderr.write(`bench:authd: ${err.message}\n`);
+    process.exit(2);
+  },
+);

@@ -1,0 +1,121 @@
+// Start and stop the two daemons under test, each as it runs in production (no per-request debug logging):
+// facteur authd in the foreground (-f), and the real Cyrus saslauthd detached as Debian starts it (pid file in the run directory).
+// Trusts the binaries it runs; reads their pid and socket from the run directory.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { waitForSocket } from '../../test/helpers/net.js';
+
+export const FACTEUR = path.resolve(import.meta.dirname, '../../bin/facteur');
+export const SASLAUTHD = '/usr/sbin/saslauthd';
+
+export interface RunningDaemon {
+  label: string;
+  pid: number;
+  socket: string;
+  /** What the daemon wrote on stderr (facteur only; Cyrus logs to syslog once detached). */
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+function exitOf(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
+  return new Promise((r) => proc.once('exit', () => r()));
+}
+
+/** `facteur authd -f -m DIR ARGS` with the brute-force penalty off (the benchmark sends no client address anyway). */
+export async function startFacteur(label: string, runDir: string, args: string[], nodeArgs: string[] = []): Promise<RunningDaemon> {
+  await fs.mkdir(runDir, { recursive: true });
+  const proc = spawn(process.execPath, [...nodeArgs, FACTEUR, 'authd', '-f', '-m', runDir, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  proc.stderr!.on('data', (d) => (err += d));
+  const socket = path.join(runDir, 'mux');
+  await Promise.race([
+    waitForSocket(socket, 20_000),
+    exitOf(proc).then(() => {
+      throw new Error(`facteur authd exited ${proc.exitCode}: ${err}`);
+    }),
+  ]);
+  return {
+    label,
+    pid: proc.pid!,
+    socket,
+    stderr: () => err,
+    async stop() {
+      const exited = exitOf(proc);
+      proc.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** The real Cyrus saslauthd, detached (its own session and process group); stopped with SIGTERM to its master. */
+export async function startCyrus(label: string, runDir: string, args: string[]): Promise<RunningDaemon> {
+  await fs.mkdir(runDir, { recursive: true });
+  const starter = spawn(SASLAUTHD, ['-m', runDir, ...args], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  let err = '';
+  starter.stderr!.on('data', (d) => (err += d));
+  await exitOf(starter);
+  if (starter.exitCode !== 0) throw new Error(`saslauthd exited ${starter.exitCode}: ${err}`);
+  const socket = path.join(runDir, 'mux');
+  await waitForSocket(socket, 20_000);
+  const pidFile = path.join(runDir, 'saslauthd.pid');
+  let pid = 0;
+  for (let i = 0; i < 100 && !pid; i++) {
+    pid = Number((await fs.readFile(pidFile, 'utf8').catch(() => '')).trim());
+    if (!pid) await new Promise((r) => setTimeout(r, 50));
+  }
+  if (!pid) throw new Error(`saslauthd wrote no pid file in ${runDir}`);
+  return {
+    label,
+    pid,
+    socket,
+    stderr: () => err,
+    async stop() {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        return;
+      }
+      for (let i = 0; i < 100; i++) {
+        try {
+          process.kill(pid, 0);
+        } catch {
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      process.kill(-pid, 'SIGKILL');
+    },
+  };
+}
+
+/** The calibration daemon (bench/lib/null-daemon.ts): facteur's socket server with an instant in-memory backend. */
+export async function startNull(label: string, runDir: string, users: number): Promise<RunningDaemon> {
+  await fs.mkdir(runDir, { recursive: true });
+  const socket = path.join(runDir, 'mux');
+  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'null-daemon.ts'), socket, String(users)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  proc.stderr!.on('data', (d) => (err += d));
+  await Promise.race([
+    waitForSocket(socket, 20_000),
+    exitOf(proc).then(() => {
+      throw new Error(`null daemon exited ${proc.exitCode}: ${err}`);
+    }),
+  ]);
+  return {
+    label,
+    pid: proc.pid!,
+    socket,
+    stderr: () => err,
+    async stop() {
+      const exited = exitOf(proc);
+      proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}

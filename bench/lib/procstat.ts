@@ -1,0 +1,61 @@
+// CPU time of a process and its descendants, read from /proc/<pid>/stat (utime + stime, in clock ticks).
+// Trusts /proc (Linux only); processes that vanish between listing and reading are skipped.
+import fs from 'node:fs';
+
+/** USER_HZ: the unit of utime/stime. 100 on every Linux architecture Node supports. */
+const TICKS_PER_SECOND = 100;
+
+interface Stat {
+  ppid: number;
+  pgrp: number;
+  ticks: number;
+}
+
+function readStat(pid: number): Stat | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state); utime is field 14, stime field 15.
+  return { ppid: Number(rest[1]), pgrp: Number(rest[2]), ticks: Number(rest[11]) + Number(rest[12]) };
+}
+
+/** `pid` and every live descendant. */
+export function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const st = readStat(Number(name));
+    if (!st) continue;
+    const list = children.get(st.ppid) ?? [];
+    list.push(Number(name));
+    children.set(st.ppid, list);
+  }
+  const out: number[] = [];
+  const todo = [pid];
+  while (todo.length) {
+    const p = todo.pop()!;
+    out.push(p);
+    todo.push(...(children.get(p) ?? []));
+  }
+  return out;
+}
+
+/** CPU milliseconds (user + system) used so far by `pid` and its live descendants. */
+export function treeCpuMs(pid: number): number {
+  let ticks = 0;
+  for (const p of processTree(pid)) ticks += readStat(p)?.ticks ?? 0;
+  return (ticks * 1000) / TICKS_PER_SECOND;
+}
+
+/** CPU milliseconds all processes of the machine have used since boot (every core; idle and iowait excluded). */
+export function machineBusyMs(): number {
+  const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal guest guest_nice; guest time is already inside user.
+  const [user, nice, system, , , irq, softirq, steal] = cpu;
+  return ((user + nice + system + irq + softirq + (steal ?? 0)) * 1000) / TICKS_PER_SECOND;
+}

@@ -1,0 +1,42 @@
+// The benchmark report: the authd section of docs/benchmarks.md is replaced in place, the rest of the file kept;
+// CPU accounting reads the process tree from /proc.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { writeSection, markdownTable, textTable, SECTION_START, SECTION_END } from '../../../bench/lib/report.js';
+import { processTree, treeCpuMs, machineBusyMs } from '../../../bench/lib/procstat.js';
+import { tempDir } from '../../helpers/net.js';
+
+test('writeSection creates the file, then replaces only its own section', async () => {
+  const dir = await tempDir('facteur-report-');
+  const file = path.join(dir, 'benchmarks.md');
+  writeSection(file, '## first');
+  let text = await fs.readFile(file, 'utf8');
+  assert.match(text, /^# Benchmarks/);
+  assert.ok(text.includes(`${SECTION_START}\n## first\n${SECTION_END}`));
+  await fs.writeFile(file, `${text}\n## smtp section by someone else\nkeep me\n`);
+  writeSection(file, '## second');
+  text = await fs.readFile(file, 'utf8');
+  assert.ok(!text.includes('## first'));
+  assert.ok(text.includes('## second'));
+  assert.ok(text.includes('keep me'));
+  assert.equal(text.split(SECTION_START).length, 2);
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+test('tables escape pipes and align columns', () => {
+  assert.equal(markdownTable(['a', 'b'], [['x|y', '1']]), '| a | b |\n| --- | ---: |\n| x\\|y | 1 |');
+  assert.equal(textTable(['name', 'n'], [['ab', '10']]), 'name   n\n----  --\nab    10');
+});
+
+test('CPU time of a process tree includes its children', async () => {
+  const child = spawn(process.execPath, ['-e', 'const t = Date.now(); while (Date.now() - t < 400);'], { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(processTree(process.pid).includes(child.pid!));
+  const before = machineBusyMs();
+  assert.ok(treeCpuMs(process.pid) > treeCpuMs(child.pid!) && treeCpuMs(child.pid!) > 50);
+  await new Promise((r) => child.once('exit', r));
+  assert.ok(machineBusyMs() >= before);
+});

@@ -113,6 +113,28 @@ test("the seed's Debian defaults file starts it as it is (START, NAME with a com
   }
 });
 
+test('--metrics serves Prometheus counters for attempts, cache and latency; curl scrapes them', async () => {
+  const { freePort } = await import('../helpers/net.js');
+  const { execFile } = await import('node:child_process');
+  const port = await freePort();
+  const d = await startFacteurAuthd(path.join(dir, 'run-metrics'), ['-a', 'file', '-O', users, '-c', '--metrics', `127.0.0.1:${port}`]);
+  try {
+    for (const pw of ['correct horse', 'correct horse', 'wrong']) await testsaslauthd(d.socket, ['-u', 'alice@picasoft.net', '-p', pw, '-s', 'smtp']);
+    const text = await new Promise<string>((resolve, reject) => execFile('curl', ['-sf', `http://127.0.0.1:${port}/metrics`], (err, out) => (err ? reject(err) : resolve(out))));
+    assert.match(text, /facteur_auth_attempts_total\{backend="file",result="ok"\} 2/);
+    assert.match(text, /facteur_auth_attempts_total\{backend="file",result="fail"\} 1/);
+    assert.match(text, /facteur_auth_cache_lookups_total\{result="hit"\} 1/);
+    assert.match(text, /facteur_auth_backend_latency_seconds_count\{backend="file"\} 2/);
+    // three testsaslauthd requests plus the readiness probe of startFacteurAuthd
+    assert.match(text, /facteur_connections_total\{listener="authd"\} 4/);
+    assert.ok(!text.includes('correct horse'));
+    const health = await new Promise<string>((resolve, reject) => execFile('curl', ['-sf', `http://127.0.0.1:${port}/health`], (err, out) => (err ? reject(err) : resolve(out))));
+    assert.match(health, /"status":"ok"/);
+  } finally {
+    await d.stop();
+  }
+});
+
 test('testauth reports a missing socket like testsaslauthd', async () => {
   const r = await facteur(['testauth', '-f', path.join(dir, 'nowhere', 'mux'), '-u', 'a', '-p', 'b']);
   assert.equal(r.code, 255);

@@ -28,6 +28,8 @@ export interface AuthdOptions {
   logFile?: string;
   /** Brute-force defence for requests that carry the client address. */
   penalty: boolean;
+  /** host:port of the Prometheus /metrics and /health endpoint; off when undefined. */
+  metricsListen?: string;
 }
 
 export const DEFAULT_RUN_DIR = '/var/run/saslauthd';
@@ -58,6 +60,7 @@ facteur options:
   --read-timeout S      seconds a client has to send its request (default 30)
   --backend-timeout S   seconds a backend has to answer (default 30)
   --log-file PATH       append logs to PATH (default: stderr)
+  --metrics HOST:PORT   serve Prometheus /metrics and /health there (off by default; keep it on loopback)
   --no-penalty          turn off the brute-force defence (on by default: failures from one client address,
                         when the client sends it, are delayed then refused for 15 minutes)
 `;
@@ -88,7 +91,7 @@ function positiveInt(flag: string, v: string, allowZero = false): number {
   return n;
 }
 
-const LONG_WITH_VALUE = new Set(['--defaults', '--group', '--max-inflight', '--read-timeout', '--backend-timeout', '--log-file']);
+const LONG_WITH_VALUE = new Set(['--metrics', '--defaults', '--group', '--max-inflight', '--read-timeout', '--backend-timeout', '--log-file']);
 
 /** Parse authd's argv. `--defaults FILE` is expanded in place, so flags after it override the file, as on Debian. */
 export function parseAuthdArgs(argv: string[], readFile: (p: string) => string = (p) => fs.readFileSync(p, 'utf8')): AuthdOptions {
@@ -122,6 +125,7 @@ export function parseAuthdArgs(argv: string[], readFile: (p: string) => string =
         case '--read-timeout': o.readTimeoutSeconds = positiveInt(name, value); break;
         case '--backend-timeout': o.backendTimeoutSeconds = positiveInt(name, value); break;
         case '--log-file': o.logFile = value; break;
+        case '--metrics': o.metricsListen = value; break;
       }
       continue;
     }

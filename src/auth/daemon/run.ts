@@ -12,6 +12,8 @@ import type { AuthdOptions } from './options.js';
 import type { AuthBackend } from '../types.js';
 import { ConfigError, FacteurError } from '../../lib/errors.js';
 import { PenaltyBox } from '../../policy/penalty.js';
+import { createMetrics } from '../../observability/metrics.js';
+import { startObservabilityServer, parseListen, type ObservabilityServer } from '../../observability/http.js';
 import { createLogger, type Logger } from '../../observability/log.js';
 
 export const VERSION = '0.1.0';
@@ -114,6 +116,12 @@ export async function startAuthd(o: AuthdOptions, log: Logger): Promise<RunningA
   }
 
   const backend = await createBackend(o.mech, o.mechOption, log);
+  let listen;
+  if (o.metricsListen !== undefined) {
+    listen = parseListen(o.metricsListen);
+    if (!listen) throw new ConfigError(`--metrics ${o.metricsListen}: expected host:port, e.g. 127.0.0.1:9726`);
+  }
+  const metrics = listen ? createMetrics() : undefined;
   const cache = o.cache
     ? new CredentialCache({ ttlSeconds: o.cacheTtlSeconds, capacity: o.cacheKiB ? Math.floor((o.cacheKiB * 1024) / UPSTREAM_BUCKET_BYTES) : DEFAULT_CAPACITY })
     : undefined;
@@ -127,7 +135,13 @@ export async function startAuthd(o: AuthdOptions, log: Logger): Promise<RunningA
     verbose: o.verbose,
     log,
     penalty: o.penalty ? new PenaltyBox() : undefined,
+    metrics,
   });
+  let observability: ObservabilityServer | undefined;
+  if (listen && metrics) {
+    observability = await startObservabilityServer({ registry: metrics.registry, host: listen.host, port: listen.port, log });
+    log.info({ metrics: `http://${observability.host}:${observability.port}/metrics` }, 'metrics endpoint ready');
+  }
 
   await fsp.rm(socketPath, { force: true });
   const server = net.createServer();
@@ -150,6 +164,7 @@ export async function startAuthd(o: AuthdOptions, log: Logger): Promise<RunningA
       if (stopped) return;
       stopped = true;
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await observability?.close();
       await Promise.all([fsp.rm(socketPath, { force: true }), fsp.rm(pidPath, { force: true })]);
       await service.backend.close?.();
     },

@@ -6,6 +6,7 @@ import { replyText, type AuthBackend, type AuthResult, type Credentials } from '
 import { CredentialCache } from './cache.js';
 import type { Logger } from '../../observability/log.js';
 import type { PenaltyBox } from '../../policy/penalty.js';
+import type { FacteurMetrics } from '../../observability/metrics.js';
 
 export interface AuthServiceOptions {
   backend: AuthBackend;
@@ -18,6 +19,7 @@ export interface AuthServiceOptions {
   log: Logger;
   /** Brute-force defence, applied when the request carries the client address (5th field). */
   penalty?: PenaltyBox;
+  metrics?: FacteurMetrics;
 }
 
 /** Bounded concurrency without blocking the event loop: callers beyond the limit wait in FIFO order. */
@@ -49,8 +51,11 @@ export class AuthService {
   private readonly sem: Semaphore;
   inflight = 0;
 
+  readonly metrics?: FacteurMetrics;
+
   constructor(private readonly o: AuthServiceOptions) {
     this.backend = o.backend;
+    this.metrics = o.metrics;
     this.sem = new Semaphore(o.maxInflight);
   }
 
@@ -61,11 +66,17 @@ export class AuthService {
     const key = { login: creds.login, realm: creds.realm, service: creds.service };
     const logCtx = { user: creds.login, service: creds.service, realm: creds.realm, mech: this.backend.name, remote: creds.clientAddr || undefined };
     const admission = this.o.penalty?.admit(creds.clientAddr) ?? { allowed: true };
+    const m = this.o.metrics;
     if (!admission.allowed) {
+      m?.penaltyRefusals.inc({ where: 'authd' });
+      m?.authAttempts.inc({ backend: this.backend.name, result: 'refused' });
       this.o.log.warn({ ...logCtx, retryAfterMs: admission.retryAfterMs }, 'auth refused: too many failures from this address');
       return { verdict: 'tempfail', reason: '[UNAVAILABLE] too many authentication failures from this address, try again later' };
     }
-    if (this.o.cache?.lookup(key, creds.password)) {
+    const hit = this.o.cache?.lookup(key, creds.password);
+    if (this.o.cache) m?.cacheLookups.inc({ result: hit ? 'hit' : 'miss' });
+    if (hit) {
+      m?.authAttempts.inc({ backend: this.backend.name, result: 'ok' });
       this.o.penalty?.success(creds.clientAddr);
       if (this.o.verbose) this.o.log.info(logCtx, 'auth success (cached)');
       return { verdict: 'ok', reason: '' };
@@ -73,15 +84,18 @@ export class AuthService {
     const release = await this.sem.acquire();
     this.inflight++;
     let result: AuthResult;
+    const endTimer = m?.backendLatency.startTimer({ backend: this.backend.name });
     try {
       result = await this.backend.verify(creds, { signal: AbortSignal.timeout(this.o.backendTimeoutMs) });
     } catch (err) {
       this.o.log.error({ ...logCtx, err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'mechanism failed');
       result = { verdict: 'tempfail', reason: '[UNAVAILABLE] internal mechanism failure' };
     } finally {
+      endTimer?.();
       this.inflight--;
       release();
     }
+    m?.authAttempts.inc({ backend: this.backend.name, result: result.verdict });
     if (result.verdict === 'ok') {
       this.o.penalty?.success(creds.clientAddr);
       this.o.cache?.store(key, creds.password);
@@ -90,7 +104,10 @@ export class AuthService {
       this.o.log.warn({ ...logCtx, reason: result.reason || 'Unknown', temporary: result.verdict === 'tempfail' }, 'auth failure');
       // A wrong password (not a backend outage) costs the sender time: the reply is held back, growing with repeated failures.
       const delay = result.verdict === 'fail' ? (this.o.penalty?.failure(creds.clientAddr, creds.login) ?? 0) : 0;
-      if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+      if (delay > 0) {
+        m?.penaltyDelays.inc({ where: 'authd' });
+        await new Promise((r) => setTimeout(r, delay));
+      }
     }
     return result;
   }
@@ -98,7 +115,10 @@ export class AuthService {
 
 /** Serve the saslauthd protocol on a listening socket (created by the caller, so tests can use any path). */
 export function serveConnections(server: net.Server, service: AuthService, o: Pick<AuthServiceOptions, 'readTimeoutMs' | 'log'>): void {
-  server.on('connection', (sock) => handleConnection(sock, service, o));
+  server.on('connection', (sock) => {
+    service.metrics?.connections.inc({ listener: 'authd' });
+    handleConnection(sock, service, o);
+  });
 }
 
 function handleConnection(sock: net.Socket, service: AuthService, o: Pick<AuthServiceOptions, 'readTimeoutMs' | 'log'>): void {

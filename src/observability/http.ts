@@ -116,9 +116,10 @@ export async function startObservabilityServer(o: ObservabilityServerOptions): P
     },
   );
   server.maxHeadersCount = 50;
-  server.on('clientError', (_err, socket) => {
-    // Malformed requests, oversized headers, timeouts: answer 400 if the socket is still writable, then drop it.
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    // Malformed requests, oversized headers, timeouts: answer if the socket is still writable, then drop it.
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     else socket.destroy();
   });
 

@@ -66,31 +66,48 @@ export function createMetrics(o: MetricsOptions = {}): FacteurMetrics {
   let queueSource: QueueSource | undefined;
   const queueTimeoutMs = o.queueTimeoutMs ?? 5_000;
 
-  const queueErrors = new Counter({ name: 'facteur_queue_scan_errors_total', help: 'Scrapes where the queue size could not be read (the gauge is then empty)', registers });
+  // prom-client collects every metric of a scrape concurrently: the gauge and the error counter share one reading.
+  let scan: Promise<QueueSizes | undefined> | undefined;
+  const queueErrors = new Counter({
+    name: 'facteur_queue_scan_errors_total',
+    help: 'Scrapes where the queue size could not be read (the gauge is then empty)',
+    registers,
+    async collect() {
+      await readQueue();
+    },
+  });
+  function readQueue(): Promise<QueueSizes | undefined> {
+    if (!queueSource) return Promise.resolve(undefined);
+    const source = queueSource;
+    scan ??= (async () => {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        return await Promise.race([
+          Promise.resolve().then(() => source()),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error('queue size timeout')), queueTimeoutMs);
+          }),
+        ]);
+      } catch {
+        queueErrors.inc();
+        return undefined;
+      } finally {
+        clearTimeout(timer);
+        setImmediate(() => (scan = undefined));
+      }
+    })();
+    return scan;
+  }
   const queueMessages = new Gauge<'state'>({
     name: 'facteur_queue_messages',
     help: 'Messages in the queue, by state',
     labelNames: ['state'],
     registers,
     async collect() {
-      if (!queueSource) return;
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        const sizes = await Promise.race([
-          Promise.resolve().then(() => queueSource!()),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new Error('queue size timeout')), queueTimeoutMs);
-          }),
-        ]);
-        this.reset();
-        for (const [state, n] of Object.entries(sizes)) if (Number.isFinite(n)) this.set({ state }, n);
-      } catch {
-        // A scrape must not fail because the queue could not be read: report no value rather than a stale one.
-        this.reset();
-        queueErrors.inc();
-      } finally {
-        clearTimeout(timer);
-      }
+      const sizes = await readQueue();
+      // No reading (no source, error, timeout): report no value rather than a stale one; a scrape never fails for it.
+      this.reset();
+      if (sizes) for (const [state, n] of Object.entries(sizes)) if (Number.isFinite(n)) this.set({ state }, n);
     },
   });
 

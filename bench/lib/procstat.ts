@@ -59,3 +59,54 @@ export function machineBusyMs(): number {
   const [user, nice, system, , , irq, softirq, steal] = cpu;
   return ((user + nice + system + irq + softirq + (steal ?? 0)) * 1000) / TICKS_PER_SECOND;
 }
+
+/**
+ * The process that listens on 127.0.0.1/[::]:`port` (TCP): the socket's inode from /proc/net/tcp*, then the process
+ * holding it whose parent does not (Dovecot's children inherit the listener; its master is the one we want).
+ */
+export function pidListeningOn(port: number): number | undefined {
+  const inodes = new Set<string>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = fs.readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 10) continue;
+      const localPort = parseInt(cols[1].split(':')[1], 16);
+      if (localPort === port && cols[3] === '0A') inodes.add(cols[9]);
+    }
+  }
+  if (!inodes.size) return undefined;
+  const holders = new Set<number>();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let fds: string[];
+    try {
+      fds = fs.readdirSync(`/proc/${name}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      let link = '';
+      try {
+        link = fs.readlinkSync(`/proc/${name}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      const m = /^socket:\[(\d+)\]$/.exec(link);
+      if (m && inodes.has(m[1])) {
+        holders.add(Number(name));
+        break;
+      }
+    }
+  }
+  for (const pid of holders) {
+    const st = readStat(pid);
+    if (st && !holders.has(st.ppid)) return pid;
+  }
+  return undefined;
+}

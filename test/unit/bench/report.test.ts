@@ -6,7 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { writeSection, markdownTable, textTable, SECTION_START, SECTION_END } from '../../../bench/lib/report.js';
-import { processTree, treeCpuMs, machineBusyMs } from '../../../bench/lib/procstat.js';
+import { processTree, treeCpuMs, machineBusyMs, pidListeningOn } from '../../../bench/lib/procstat.js';
 import { tempDir } from '../../helpers/net.js';
 
 test('writeSection creates the file, then replaces only its own section', async () => {
@@ -39,4 +39,14 @@ test('CPU time of a process tree includes its children', async () => {
   assert.ok(treeCpuMs(process.pid) > treeCpuMs(child.pid!) && treeCpuMs(child.pid!) > 50);
   await new Promise((r) => child.once('exit', r));
   assert.ok(machineBusyMs() >= before);
+});
+
+test('the process listening on a TCP port is found through /proc', async () => {
+  const net = await import('node:net');
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as { port: number };
+  assert.equal(pidListeningOn(port), process.pid);
+  await new Promise((r) => srv.close(r));
+  assert.equal(pidListeningOn(port), undefined);
 });

@@ -67,7 +67,7 @@ export function machineBusyMs(): number {
 export function pidListeningOn(port: number): number | undefined {
   const inodes = new Set<string>();
   for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text = '';
+    let text: string;
     try {
       text = fs.readFileSync(table, 'utf8');
     } catch {
@@ -91,7 +91,7 @@ export function pidListeningOn(port: number): number | undefined {
       continue;
     }
     for (const fd of fds) {
-      let link = '';
+      let link: string;
       try {
         link = fs.readlinkSync(`/proc/${name}/fd/${fd}`);
       } catch {

@@ -32,6 +32,12 @@ after(async () => {
 
 const swaks = (args: string[]) => runProgram('swaks', ['--server', '127.0.0.1', '--hide-all', ...args]);
 
+test('port 25: an outsider may not use an address of the users file as sender (before any AUTH)', async () => {
+  const r = await runProgram('swaks', ['--server', '127.0.0.1', '--port', String(srv.ports.inbound), '--from', 'alice.smith@example.org', '--to', 'bob@example.org']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stdout, /<\*\* 553 5\.7\.1 Sender address rejected: this address belongs to a member/);
+});
+
 test('swaks: STARTTLS + AUTH PLAIN on 587', async () => {
   const r = await swaks(['--port', String(srv.ports.submission), '--tls', '--auth', 'PLAIN', '--auth-user', 'alice@example.org', '--auth-password', PASS, '--from', 'alice@example.org', '--to', 'friend@elsewhere.test', '--header', 'From: alice@example.org', '--header', 'Subject: swaks plain']);
   assert.equal(r.code, 0, r.stderr + r.stdout);

@@ -195,6 +195,10 @@ describe('sender ownership', () => {
     assert.match(await c.cmd('MAIL FROM:<alice@example.org>'), /^250 2\.1\.0/, 'the login itself');
     assert.match(await c.cmd('RSET'), /^250/);
     assert.match(await c.cmd('MAIL FROM:<Alice.Smith@EXAMPLE.org>'), /^250 /, 'an address the backend listed, any case');
+    assert.match(await c.cmd('RSET'), /^250/);
+    assert.match(await c.cmd('MAIL FROM:<alice@example.org> AUTH=<>'), /^250 /, 'AUTH= on MAIL is accepted (and not trusted)');
+    assert.match(await c.cmd('RSET'), /^250/);
+    assert.equal(await c.cmd('MAIL FROM:<bob@example.org> AUTH=alice@example.org'), '553 5.7.1 Sender address rejected: not owned by user (bob@example.org)');
     c.close();
   });
 
@@ -266,6 +270,20 @@ describe('transactions', () => {
     assert.equal(await send(c, 'x@example.net', ['bob@example.org'], `Subject: big\r\n\r\n${big}`), '552 5.3.4 Message size exceeds fixed maximum message size');
     assert.equal(queue.messages.length, before);
     assert.match(await send(c, 'x@example.net', ['bob@example.org'], 'Subject: small\r\n\r\nok'), /^250 2\.0\.0 /);
+    c.close();
+  });
+
+  test('SMTPUTF8: a UTF-8 recipient is accepted for a local domain and kept as UTF-8', async () => {
+    const c = await RawSmtp.connect(srv.ports.inbound);
+    await c.reply();
+    await ehlo(c);
+    assert.match(await c.cmd('MAIL FROM:<expéditeur@example.net> SMTPUTF8'), /^250 /);
+    c.send(Buffer.from('RCPT TO:<josé@example.org>\r\n', 'utf8'));
+    assert.match(await c.reply(), /^250 /);
+    assert.match(await c.cmd('DATA'), /^354 /);
+    assert.match(await c.cmd('Subject: utf8\r\n\r\nx\r\n.'), /^250 /);
+    assert.equal(queue.last().envelope.rcptTo[0].address, 'josé@example.org');
+    assert.equal(queue.last().envelope.smtputf8, true);
     c.close();
   });
 

@@ -9,6 +9,8 @@ import { promisify } from 'node:util';
 import { loadConfigFile, durationMs, type ConfigValues } from '../../config/load.js';
 import { loadCyrusSaslConfig, socketVerifier, inProcessVerifier, type PasswordVerifier } from '../../auth/client/index.js';
 import { createBackend } from '../../auth/daemon/run.js';
+import { readUsersFile } from '../../auth/backends/usersfile/store.js';
+import { userAddresses } from '../../auth/backends/usersfile/format.js';
 import { createLogger, type Logger } from '../../observability/log.js';
 import { parseSenderMap, SenderPolicy, type SenderMap } from '../../policy/sender.js';
 import { PenaltyBox } from '../../policy/penalty.js';
@@ -91,7 +93,15 @@ export async function tlsFiles(cfg: ConfigValues, dataDir: string, hostname: str
   return { cert: fs.readFileSync(cert), key: fs.readFileSync(key) };
 }
 
-async function makeVerifier(cfg: ConfigValues, dataDir: string, log: Logger): Promise<{ verifier: PasswordVerifier; mechList: string[]; joinRealm: boolean }> {
+interface VerifierSetup {
+  verifier: PasswordVerifier;
+  mechList: string[];
+  joinRealm: boolean;
+  /** The users file, when the backend is one: its users' addresses are known member addresses from the start. */
+  usersFile?: string;
+}
+
+async function makeVerifier(cfg: ConfigValues, dataDir: string, log: Logger): Promise<VerifierSetup> {
   const a = cfg.auth;
   let mechList = (a.mech_list as string[]).map((m) => m.toUpperCase());
   let backend = a.backend as string;
@@ -116,7 +126,7 @@ async function makeVerifier(cfg: ConfigValues, dataDir: string, log: Logger): Pr
     }
   }
   const b = await createBackend(backend, option, log);
-  return { verifier: inProcessVerifier(b), mechList, joinRealm: true };
+  return { verifier: inProcessVerifier(b), mechList, joinRealm: true, usersFile: backend === 'file' ? option : undefined };
 }
 
 async function loadSenderMap(file: string): Promise<SenderMap> {
@@ -143,7 +153,7 @@ export async function serve(o: ServeOptions): Promise<Served> {
   const dataDir = path.resolve(s.data_dir as string);
   const hostname = (s.hostname as string) || os.hostname();
   const tls = await tlsFiles(cfg, dataDir, hostname, log);
-  const v = o.verifier ? { verifier: o.verifier, mechList: (cfg.auth.mech_list as string[]).map((m) => m.toUpperCase()), joinRealm: true } : await makeVerifier(cfg, dataDir, log);
+  const v: VerifierSetup = o.verifier ? { verifier: o.verifier, mechList: (cfg.auth.mech_list as string[]).map((m) => m.toUpperCase()), joinRealm: true } : await makeVerifier(cfg, dataDir, log);
   const spool = o.queue ? undefined : await openQueue(cfg, log);
   const q = { queue: o.queue ?? (spool as QueueWriter) };
   const listeners: ListenerConfig[] = [];
@@ -154,6 +164,13 @@ export async function serve(o: ServeOptions): Promise<Served> {
   }
   if (!listeners.length) throw new ConfigError('no listener enabled: set enabled = true in [inbound], [submission] or [submissions]');
   const pol = cfg.policy;
+  const sender = new SenderPolicy({ map: await loadSenderMap(pol.sender_map as string), loginIsAddress: pol.login_is_address as boolean });
+  if (v.usersFile) {
+    // Members' addresses from the users file, so port 25 can refuse them as unauthenticated senders (re-read at restart;
+    // addresses of later users are learned at their first AUTH).
+    const parsed = await readUsersFile(v.usersFile).catch(() => null);
+    for (const e of parsed?.users.values() ?? []) sender.learn(e.login, userAddresses(e));
+  }
   const running = await startSmtpService({
     hostname,
     localDomains: s.local_domains as string[],
@@ -173,7 +190,7 @@ export async function serve(o: ServeOptions): Promise<Served> {
     authRealm: cfg.auth.realm as string,
     authTimeoutMs: durationMs(cfg.auth.timeout as string),
     joinRealm: v.joinRealm,
-    sender: new SenderPolicy({ map: await loadSenderMap(pol.sender_map as string), loginIsAddress: pol.login_is_address as boolean }),
+    sender,
     senderCheck: pol.sender_check as 'reject' | 'allow',
     fromHeaderCheck: pol.from_header_check as 'reject' | 'allow',
     unauthMemberSender: pol.unauth_member_sender as 'reject' | 'allow',

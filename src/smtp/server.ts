@@ -9,6 +9,7 @@ import { EngineServer, type ListenerPolicy } from './engine.js';
 import { MessageInspector } from './inspect.js';
 import { splitLogin, type PasswordVerifier } from '../auth/client/index.js';
 import type { Envelope, QueueWriter } from '../queue/types.js';
+import type { AuthResult } from '../auth/types.js';
 import { Replies, SmtpReply } from '../mail/reply.js';
 import { extractAddresses, headerValues, receivedHeader } from '../mail/headers.js';
 import { checkRecipient, normalizeDomain } from '../policy/relay.js';
@@ -189,9 +190,21 @@ async function authenticate(o: SmtpServiceOptions, l: ListenerConfig, auth: SMTP
   if (admission && !admission.allowed) throw Replies.authBlocked();
   const split = splitLogin(authcid, o.authRealm);
   const login = o.joinRealm ? (split.realm ? `${split.login}@${split.realm}` : split.login) : split.login;
-  const result = await o.verifier
-    .verify({ login, password, service: o.authService, realm: split.realm, clientAddr: `${client};${session.remotePort}` }, { signal: AbortSignal.timeout(o.authTimeoutMs) })
-    .catch((err: unknown) => ({ verdict: 'tempfail' as const, reason: (err as Error).message, addresses: undefined }));
+  // Bounded even if a verifier ignores its abort signal: past the deadline the answer is a temporary failure.
+  const ac = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<AuthResult>((resolve) => {
+    timer = setTimeout(() => {
+      ac.abort();
+      resolve({ verdict: 'tempfail', reason: 'timeout' });
+    }, o.authTimeoutMs);
+  });
+  const result = await Promise.race([
+    o.verifier.verify({ login, password, service: o.authService, realm: split.realm, clientAddr: `${client};${session.remotePort}` }, { signal: ac.signal }),
+    deadline,
+  ])
+    .catch((err: unknown): AuthResult => ({ verdict: 'tempfail', reason: (err as Error).message }))
+    .finally(() => clearTimeout(timer));
   const fields = { listener: l.kind, client, user: authcid, method: auth.method };
   if (result.verdict === 'ok') {
     o.penalty?.success(client);

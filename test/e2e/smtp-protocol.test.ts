@@ -15,7 +15,7 @@ before(async () => {
   srv = await startTestSmtp({
     queue,
     verifier,
-    toml: `[server]\nhostname = "mx.test"\nlocal_domains = ["example.org"]\nmax_message_size = 20000\nmax_recipients = 3\n[policy]\nsender_check = "reject"\n`,
+    toml: `[server]\nhostname = "mx.test"\nlocal_domains = ["example.org"]\nmax_message_size = 20000\nmax_recipients = 3\n[auth]\ntimeout = "1s"\n[policy]\nsender_check = "reject"\n`,
   });
 });
 after(() => srv.stop());
@@ -175,6 +175,18 @@ describe('SASL exchanges', () => {
       c.close();
     } finally {
       verifier.tempfail = false;
+    }
+  });
+
+  test('a directory that never answers: 454 4.7.0 once [auth] timeout has passed', async () => {
+    verifier.hang = true;
+    try {
+      const c = await tlsSubmission();
+      assert.equal(await c.cmd(`AUTH PLAIN ${b64('\0bob\0bob-secret')}`), '454 4.7.0 Temporary authentication failure, try again later');
+      assert.match(await c.cmd('NOOP'), /^250 /, 'the session goes on');
+      c.close();
+    } finally {
+      verifier.hang = false;
     }
   });
 

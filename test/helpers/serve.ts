@@ -80,11 +80,14 @@ export interface TestUser {
 /** Password verifier over a map (login → password, addresses); `tempfail` simulates a backend outage. */
 export class MapVerifier implements PasswordVerifier {
   tempfail = false;
+  /** Never answer (a hung directory). */
+  hang = false;
   calls: Credentials[] = [];
   constructor(public users: Record<string, TestUser>) {}
   async verify(c: Credentials): Promise<AuthResult> {
     this.calls.push({ ...c, password: '' });
     if (this.tempfail) return { verdict: 'tempfail', reason: '[UNAVAILABLE] test outage' };
+    if (this.hang) return new Promise<AuthResult>(() => undefined);
     const u = this.users[c.login];
     if (u && u.password === c.password) return { verdict: 'ok', reason: '', addresses: u.addresses };
     return { verdict: 'fail', reason: '' };

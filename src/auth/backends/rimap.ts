@@ -58,6 +58,8 @@ export interface RimapTarget {
   /** PEM CA bundle replacing the system CAs, when given. */
   ca?: Buffer;
   caFile?: string;
+  /** Per-read timeout; IO_TIMEOUT_MS unless a test shortens it. */
+  ioTimeoutMs?: number;
 }
 
 function servicePort(name: string): number | undefined {
@@ -79,14 +81,14 @@ function servicePort(name: string): number | undefined {
 /** Parse `-O` (forms in the header). Throws ConfigError naming the problem. */
 export function parseRimapOption(option: string | undefined): RimapTarget {
   if (!option) throw new ConfigError("-a rimap needs -O host[/port] (or -O imaps://host:993, -O imap+starttls://host): the IMAP server to log in to");
-  const urlForm = /^([a-z+]+):\/\//i.exec(option);
+  const urlForm = /^([a-z][a-z0-9+.-]*):\/\//i.exec(option);
   if (urlForm) {
     const scheme = urlForm[1]!.toLowerCase();
     const mode: RimapMode | undefined = scheme === 'imap' ? 'plain' : scheme === 'imaps' ? 'tls' : scheme === 'imap+starttls' ? 'starttls' : undefined;
     if (!mode) throw new ConfigError(`-O ${option}: unknown scheme '${scheme}://' (use imap://, imap+starttls:// or imaps://)`);
     let url: URL;
     try {
-      url = new URL(option.replace(/^[a-z+]+:/i, 'http:'));
+      url = new URL(option.replace(/^[a-z][a-z0-9+.-]*:/i, 'http:'));
     } catch {
       throw new ConfigError(`-O ${option}: not a valid URL (expected ${scheme}://host[:port][?ca=/path/ca.pem])`);
     }
@@ -191,10 +193,10 @@ class Reader {
   }
 }
 
-function connectTcp(address: string, port: number, signal: AbortSignal): Promise<net.Socket> {
+function connectTcp(address: string, port: number, signal: AbortSignal, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: address, port });
-    const timer = setTimeout(() => fin(new Error('connect timed out')), IO_TIMEOUT_MS);
+    const timer = setTimeout(() => fin(new Error('connect timed out')), timeoutMs);
     const onAbort = () => fin(new Error('aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
     const fin = (err?: Error) => {
@@ -221,7 +223,7 @@ function tlsOptions(t: RimapTarget): tls.ConnectionOptions {
 function startTls(sock: net.Socket, t: RimapTarget, signal: AbortSignal): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const s = tls.connect({ ...tlsOptions(t), socket: sock });
-    const timer = setTimeout(() => fin(new Error('TLS handshake timed out')), IO_TIMEOUT_MS);
+    const timer = setTimeout(() => fin(new Error('TLS handshake timed out')), t.ioTimeoutMs ?? IO_TIMEOUT_MS);
     const onAbort = () => fin(new Error('aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
     const fin = (err?: Error) => {
@@ -269,10 +271,11 @@ export async function rimapVerify(t: RimapTarget, login: string, password: strin
     explain?.(`cannot resolve ${t.host}`);
     return tempfail(TEXT.noContact);
   }
+  const io = t.ioTimeoutMs ?? IO_TIMEOUT_MS;
   let raw: net.Socket | undefined;
   for (const a of addresses) {
     try {
-      raw = await connectTcp(a, t.port, signal);
+      raw = await connectTcp(a, t.port, signal, io);
       explain?.(`connected to ${a} port ${t.port}`);
       break;
     } catch (err) {
@@ -300,7 +303,7 @@ export async function rimapVerify(t: RimapTarget, login: string, password: strin
     reader.attach(sock);
 
     // 1. Greeting.
-    const g = await reader.until((b) => endsWithLf(b) && b.includes(0x2a /* '*' */), signal, IO_TIMEOUT_MS);
+    const g = await reader.until((b) => endsWithLf(b) && b.includes(0x2a /* '*' */), signal, io);
     const greeting = reader.buf.toString('latin1');
     explain?.(`greeting: ${g === 'ok' ? greeting.split(/\r?\n/)[0]!.slice(0, 120) : g}`);
     if (g === 'overflow') return fail(TEXT.syncError);
@@ -312,7 +315,7 @@ export async function rimapVerify(t: RimapTarget, login: string, password: strin
     // 1b. STARTTLS.
     if (t.mode === 'starttls') {
       sock.write('saslauthd STARTTLS\r\n');
-      const r = await reader.until((b) => endsWithLf(b) && /(^|\n)saslauthd /.test(b.toString('latin1')), signal, IO_TIMEOUT_MS);
+      const r = await reader.until((b) => endsWithLf(b) && /(^|\n)saslauthd /.test(b.toString('latin1')), signal, io);
       if (r === 'overflow') return fail(TEXT.internal);
       if (r !== 'ok') return tempfail(TEXT.syncTemp);
       const text = reader.buf.toString('latin1');
@@ -337,7 +340,7 @@ export async function rimapVerify(t: RimapTarget, login: string, password: strin
     // 2-3. LOGIN and its reply.
     explain?.(`sending saslauthd LOGIN ${imapQuote(login)} "<password>"`);
     sock.write(Buffer.from(`saslauthd LOGIN ${imapQuote(login)} ${imapQuote(password)}\r\n`, 'utf8'));
-    const r = await reader.until((b) => endsWithLf(b) && b.includes('saslauthd'), signal, IO_TIMEOUT_MS);
+    const r = await reader.until((b) => endsWithLf(b) && b.includes('saslauthd'), signal, io);
     if (r === 'overflow') return fail(TEXT.internal);
     if (r !== 'ok') {
       explain?.(`no complete reply: ${r}`);

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { freePort, tempDir } from '../helpers/net.js';
 import { spawnServe, runProgram, eventually, type ServeProcess } from '../helpers/serve.js';
+import { facteur } from '../helpers/authd.js';
 
 let dir: string;
 let data: string;
@@ -62,9 +63,9 @@ test('inbound mail for localhost is queued and delivered to a Maildir; other dom
   assert.notEqual(relay.code, 0);
 });
 
-test('a user added to the users file can submit over STARTTLS and implicit TLS', async () => {
-  const hash = execFileSync('openssl', ['passwd', '-6', 'first message'], { encoding: 'utf8' }).trim();
-  await fs.appendFile(path.join(data, 'users'), `alice@localhost:${hash}\n`);
+test('a user added with the printed command can submit over STARTTLS and implicit TLS', async () => {
+  const add = await facteur(['user', 'add', '--file', path.join(data, 'users'), 'alice@localhost'], 'first message\nfirst message\n');
+  assert.equal(add.code, 0, add.stderr);
   const sub = await runProgram('swaks', ['--server', `127.0.0.1:${ports.submission}`, '--tls', '--auth', 'PLAIN', '--auth-user', 'alice@localhost', '--auth-password', 'first message', '--from', 'alice@localhost', '--to', 'alice@localhost', '--hide-all']);
   assert.equal(sub.code, 0, sub.stdout);
   const ssl = await runProgram('swaks', ['--server', `127.0.0.1:${ports.submissions}`, '--tls-on-connect', '--auth', 'LOGIN', '--auth-user', 'alice@localhost', '--auth-password', 'first message', '--from', 'alice@localhost', '--to', 'alice@localhost', '--hide-all']);

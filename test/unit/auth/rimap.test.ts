@@ -19,9 +19,12 @@ let server: net.Server;
 let port: number;
 let script: Script = async () => {};
 const received: string[] = [];
+const sockets = new Set<net.Socket>();
 
 before(async () => {
   server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
     let buf = '';
     let waiting: ((l: string | null) => void) | undefined;
     let ended = false;
@@ -68,7 +71,7 @@ before(async () => {
   port = (server.address() as net.AddressInfo).port;
 });
 after(async () => {
-  server.closeAllConnections?.();
+  for (const s of sockets) s.destroy();
   await new Promise((r) => server.close(r));
 });
 
@@ -157,7 +160,9 @@ const hostile: Array<[string, Script, AuthResult['verdict'], string]> = [
   ['greeting of 1000 bytes', answering('saslauthd OK\r\n', `* OK ${'x'.repeat(1000)}\r\n`), 'fail', TEXT.syncError],
   ['greeting without LF, then silence', async (c) => c.send('* OK no end of line'), 'tempfail', `[UNAVAILABLE] ${TEXT.syncTemp}`],
   ['never answering', async () => {}, 'tempfail', `[UNAVAILABLE] ${TEXT.syncTemp}`],
-  ['closing at once', async (c) => c.sock.destroy(), 'tempfail', `[UNAVAILABLE] ${TEXT.syncTemp}`],
+  ['closing at once', async (c) => {
+    c.sock.destroy();
+  }, 'tempfail', `[UNAVAILABLE] ${TEXT.syncTemp}`],
   ['reply BAD', answering('saslauthd BAD [PARSE] no\r\n'), 'fail', TEXT.unexpected],
   ['reply untagged * OK then tagged OK', answering('* OK [ALERT] hello\r\nsaslauthd OK\r\n'), 'fail', TEXT.unexpected],
   ['reply of 1000 bytes', answering(`saslauthd OK ${'y'.repeat(1000)}\r\n`), 'fail', TEXT.internal],

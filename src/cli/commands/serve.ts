@@ -116,6 +116,7 @@ async function makeVerifier(cfg: ConfigValues, dataDir: string, log: Logger): Pr
     if (unsupported.length) log.warn({ unsupported }, 'mech_list names mechanisms facteur does not offer; offering PLAIN/LOGIN only');
     mechList = mechList.filter((m) => m === 'PLAIN' || m === 'LOGIN');
   }
+  if (!mechList.length) throw new ConfigError(`${a.cyrus_config ? `${a.cyrus_config}: mech_list` : '[auth] mech_list'} leaves no mechanism facteur offers: list PLAIN and/or LOGIN`);
   if (backend === 'saslauthd') return { verifier: socketVerifier(socket), mechList, joinRealm: false };
   let option = (a.option as string) || undefined;
   if (backend === 'file' && !option) {

@@ -41,7 +41,7 @@ export async function deliverMaildir(
   const data = Buffer.concat([prefix, message]);
   const now = Date.now();
   const host = o.hostname.replace(/[/:]/g, '_');
-  const unique = `${Math.floor(now / 1000)}.M${(now % 1000) * 1000}P${process.pid}Q${++seq}R${crypto.randomBytes(4).toString('hex')}.${host}`;
+  const unique = `${Math.floor(now / 1000)}.M${String((now % 1000) * 1000).padStart(6, '0')}P${process.pid}Q${String(++seq).padStart(8, '0')}R${crypto.randomBytes(4).toString('hex')}.${host}`;
   try {
     for (const sub of ['tmp', 'new', 'cur']) await fsp.mkdir(path.join(dir, sub), { recursive: true, mode: 0o700 });
     const tmp = path.join(dir, 'tmp', unique);

@@ -89,10 +89,20 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
     logger: false,
   });
   let closed = false;
-  conn.on('error', () => undefined); // errors also arrive through the callbacks
+  // nodemailer reports connection-level failures through events, not always through the pending callback:
+  // every wait below also ends when the connection fails or closes.
+  let failure: (err: NmError) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => {
+    failure = reject;
+  });
+  failed.catch(() => undefined);
+  conn.on('error', (err: NmError) => failure(err));
   conn.on('end', () => {
     closed = true;
+    failure(Object.assign(new Error(`connection to ${remote} closed`), { code: 'ECONNECTION' }));
   });
+  const wait = <T>(fn: (cb: (err?: NmError | null, v?: T) => void) => void): Promise<T> =>
+    Promise.race([new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v as T)))), failed]);
   const finish = () => {
     try {
       if (!closed) conn.quit();
@@ -102,7 +112,7 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
     setTimeout(() => conn.close(), 1000).unref();
   };
   try {
-    await new Promise<void>((resolve, reject) => conn.connect((err) => (err ? reject(err) : resolve())));
+    await wait<void>((cb) => conn.connect((err) => cb(err as NmError | undefined)));
   } catch (err) {
     finish();
     const e = err as NmError;
@@ -112,7 +122,7 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
   }
   if (o.auth) {
     try {
-      await new Promise<void>((resolve, reject) => conn.login({ user: o.auth!.user, pass: o.auth!.pass }, (err) => (err ? reject(err) : resolve())));
+      await wait<void>((cb) => conn.login({ user: o.auth!.user, pass: o.auth!.pass }, (err) => cb(err as NmError | null)));
     } catch (err) {
       finish();
       const e = err as NmError;
@@ -147,20 +157,23 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
       continue;
     }
     if (!first) {
-      const ok = await new Promise<boolean>((resolve) => conn.reset((err) => resolve(!err)));
+      const ok = await wait<void>((cb) => conn.reset((err) => cb(err as NmError | undefined))).then(
+        () => true,
+        () => false,
+      );
       if (!ok) {
         for (const r of batch) results.push(local(r.index, 'deferred', '4.4.2', `RSET refused by ${remote}`, remote));
         continue;
       }
     }
     first = false;
-    results.push(...(await sendBatch(conn, job, batch, remote)));
+    results.push(...(await sendBatch(conn, job, batch, remote, failed)));
   }
   finish();
   return { connected: true, results };
 }
 
-async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcpts'], remote: string): Promise<RcptResult[]> {
+async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcpts'], remote: string, failed: Promise<never>): Promise<RcptResult[]> {
   const p = job.envelope.rcptTo[batch[0].index];
   const dsn =
     job.envelope.dsn || p.notify || p.orcpt
@@ -188,9 +201,10 @@ async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcp
     dsn,
   };
   try {
-    const info = await new Promise<NmInfo>((resolve, reject) =>
-      conn.send(envelope, job.message, (err, inf) => (err ? reject(err) : resolve(inf as unknown as NmInfo))),
-    );
+    const info = await Promise.race([
+      new Promise<NmInfo>((resolve, reject) => conn.send(envelope, job.message, (err, inf) => (err ? reject(err) : resolve(inf as unknown as NmInfo)))),
+      failed,
+    ]);
     const out: RcptResult[] = [];
     for (const e of info.rejectedErrors ?? []) {
       const i = take(e.recipient);

@@ -8,7 +8,10 @@ const TICKS_PER_SECOND = 100;
 interface Stat {
   ppid: number;
   pgrp: number;
+  /** utime + stime: this process's own CPU, in ticks (rounded down per process). */
   ticks: number;
+  /** cutime + cstime: CPU of children that exited and were reaped, in ticks. */
+  childTicks: number;
 }
 
 function readStat(pid: number): Stat | null {
@@ -20,8 +23,17 @@ function readStat(pid: number): Stat | null {
   }
   // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
   const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  // rest[0] is field 3 (state); utime is field 14, stime field 15.
-  return { ppid: Number(rest[1]), pgrp: Number(rest[2]), ticks: Number(rest[11]) + Number(rest[12]) };
+  // rest[0] is field 3 (state); utime, stime, cutime, cstime are fields 14-17.
+  return { ppid: Number(rest[1]), pgrp: Number(rest[2]), ticks: Number(rest[11]) + Number(rest[12]), childTicks: Number(rest[13]) + Number(rest[14]) };
+}
+
+/** Nanoseconds on CPU from /proc/<pid>/schedstat (exact, where tick counts round each process down). */
+function runtimeMs(pid: number): number | null {
+  try {
+    return Number(fs.readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+  } catch {
+    return null;
+  }
 }
 
 /** `pid` and every live descendant. */
@@ -45,11 +57,20 @@ export function processTree(pid: number): number[] {
   return out;
 }
 
-/** CPU milliseconds (user + system) used so far by `pid` and its live descendants. */
+/**
+ * CPU milliseconds used so far by `pid` and its live descendants (exact run time, which matters for Cyrus's 16 processes
+ * sharing the work), plus the descendants they reaped (Dovecot's short-lived login processes, in ticks), so that a
+ * tree sum counts every process once.
+ */
 export function treeCpuMs(pid: number): number {
-  let ticks = 0;
-  for (const p of processTree(pid)) ticks += readStat(p)?.ticks ?? 0;
-  return (ticks * 1000) / TICKS_PER_SECOND;
+  let ms = 0;
+  for (const p of processTree(pid)) {
+    const st = readStat(p);
+    if (!st) continue;
+    ms += runtimeMs(p) ?? (st.ticks * 1000) / TICKS_PER_SECOND;
+    ms += (st.childTicks * 1000) / TICKS_PER_SECOND;
+  }
+  return ms;
 }
 
 /** CPU milliseconds all processes of the machine have used since boot (every core; idle and iowait excluded). */

@@ -70,14 +70,14 @@ export function fromDomain(message: Buffer): string | undefined {
 /** The message with a DKIM-Signature header prepended (unchanged if signing fails: mail goes out unsigned). */
 export async function signMessage(message: Buffer, key: DkimKey): Promise<{ message: Buffer; error?: string }> {
   try {
-    const res = await dkimSign(message, {
-      signingDomain: key.domain,
-      selector: key.selector,
-      privateKey: key.privateKey,
-      algorithm: key.algorithm,
+    // mailauth reads the keys from signatureData (its type declarations show top-level fields, which it ignores).
+    const opts = {
       canonicalization: 'relaxed/relaxed',
-    });
-    if (res.errors?.length || !res.signatures) return { message, error: String(res.errors?.[0]?.message ?? res.errors?.[0] ?? 'no signature') };
+      algorithm: key.algorithm,
+      signatureData: [{ signingDomain: key.domain, selector: key.selector, privateKey: key.privateKey, algorithm: key.algorithm, canonicalization: 'relaxed/relaxed' }],
+    };
+    const res = await dkimSign(message, opts as unknown as Parameters<typeof dkimSign>[1]);
+    if (res.errors?.length || !res.signatures?.trim()) return { message, error: String(res.errors?.[0]?.message ?? res.errors?.[0] ?? 'no signature produced') };
     return { message: Buffer.concat([Buffer.from(res.signatures, 'utf8'), message]) };
   } catch (err) {
     return { message, error: (err as Error).message };

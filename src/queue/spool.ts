@@ -175,6 +175,11 @@ async function readFraming(file: string, verify: boolean): Promise<Framing> {
 }
 
 export interface SpoolOpenOptions {
+  /**
+   * Discard partial files and check complete ones (default true). Tools that run beside a live server (facteur queue)
+   * pass false: the server's messages being written in incoming/ must not be touched.
+   */
+  recover?: boolean;
   /** Verify every file's checksum at open (default true). */
   verify?: boolean;
   /** Called for each file discarded at open. */
@@ -224,6 +229,7 @@ export class Spool implements QueueWriter {
     } catch (err) {
       throw spoolError(err, 'open');
     }
+    if (opts.recover === false) return;
     const discard = async (file: string, reason: string, keepCopy: boolean) => {
       this.report.discarded.push({ file, reason });
       opts.onDiscard?.(file, reason);

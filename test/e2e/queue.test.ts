@@ -1,0 +1,294 @@
+// The spool under stress and the queue tools: SIGKILL at random moments while a child process commits messages (every
+// acknowledged id survives and is delivered to smtp-sink), disk full and read-only spools (temporary errors, nothing
+// visible), and `facteur queue` list/show/hold/release/delete/bounce/flush against a real spool and a running scheduler.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { Spool, initialStatus } from '../../src/queue/spool.js';
+import type { Envelope } from '../../src/queue/types.js';
+import { FacteurError } from '../../src/lib/errors.js';
+import { startDelivery, type DeliveryHandle } from '../../src/delivery/scheduler.js';
+import { defaultDeliveryOptions } from '../../src/delivery/options.js';
+import { parseTransportMap } from '../../src/delivery/routing.js';
+import { createLogger } from '../../src/observability/log.js';
+import { startSink, type Sink } from '../helpers/sink.js';
+import { tempDir } from '../helpers/net.js';
+
+const execFileP = promisify(execFile);
+const FACTEUR = path.resolve('bin/facteur');
+const SPOOL_TS = path.resolve('src/queue/spool.ts');
+const log = createLogger({ name: 'test', level: 'silent' });
+
+let sink: Sink;
+const mounts: string[] = [];
+
+before(async () => {
+  sink = await startSink();
+});
+
+after(async () => {
+  await sink?.stop();
+  for (const m of mounts) spawnSync('umount', [m]);
+});
+
+/** Body of message number `seq`: deterministic, some large enough to widen the write window. */
+function bodyOf(seq: number): string {
+  const filler = seq % 7 === 0 ? 'x'.repeat(200_000) : 'y'.repeat(seq % 500);
+  return `From: <load@sender.test>\r\nTo: <sink@remote.test>\r\nSubject: load ${seq}\r\nX-Seq: ${seq}\r\n\r\n${filler}\r\nend ${seq}\r\n`;
+}
+
+const CHILD = `
+import { Readable } from 'node:stream';
+import { Spool } from ${JSON.stringify(SPOOL_TS)};
+${bodyOf.toString()}
+const [dir, startArg] = process.argv.slice(2);
+const spool = await Spool.open(dir);
+process.stdout.write('OPEN\\n');
+let seq = Number(startArg);
+async function worker() {
+  for (;;) {
+    const n = seq++;
+    const env = { mailFrom: 'load@sender.test', rcptTo: [{ address: 'sink@remote.test' }], heloName: 'seq-' + n, receivedAt: Date.now() };
+    const body = Buffer.from(bodyOf(n));
+    const id = await spool.commit(env, Readable.from([body.subarray(0, 100), body.subarray(100)]));
+    process.stdout.write('ACK ' + id + ' ' + n + '\\n');
+  }
+}
+await Promise.all(Array.from({ length: 8 }, worker));
+`;
+
+describe('crash safety', () => {
+  test('SIGKILL during commits: every acknowledged message survives open() intact and is delivered; partials discarded', async (t) => {
+    const dir = await tempDir('facteur-crash-');
+    const spoolDir = path.join(dir, 'spool');
+    const script = path.join(dir, 'child.mts');
+    await fs.writeFile(script, CHILD);
+    const acked = new Map<string, number>();
+    let nextSeq = 0;
+    let discardedIncoming = 0;
+    for (let round = 0; round < 5; round++) {
+      const child = spawn(process.execPath, ['--import', 'tsx', script, spoolDir, String(nextSeq)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let buf = '';
+      let opened = false;
+      const killAfter = 30 + Math.floor(Math.random() * 150);
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.stdout.on('data', (d: Buffer) => {
+        buf += d.toString();
+        let i;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          if (line === 'OPEN' && !opened) {
+            opened = true;
+            setTimeout(() => child.kill('SIGKILL'), killAfter);
+          }
+          const m = /^ACK (\S+) (\d+)$/.exec(line);
+          if (m) {
+            acked.set(m[1], Number(m[2]));
+          }
+        }
+      });
+      await exited;
+      assert.ok(opened, 'child opened the spool');
+      nextSeq += 100_000;
+      // Recovery: what a restart sees.
+      const s = await Spool.open(spoolDir);
+      discardedIncoming += s.report.discarded.filter((d) => d.reason.startsWith('incomplete')).length;
+      assert.equal(s.report.discarded.filter((d) => !d.reason.startsWith('incomplete')).length, 0, 'no complete file is ever judged corrupt');
+      assert.deepEqual(await fs.readdir(path.join(spoolDir, 'incoming')), []);
+      const present = new Set(await s.ids('active'));
+      for (const [id] of acked) assert.ok(present.has(id), `acknowledged ${id} survived round ${round}`);
+    }
+    assert.ok(acked.size >= 100, `enough acknowledged messages (${acked.size})`);
+    assert.ok(discardedIncoming >= 1, 'at least one partial write was caught and discarded');
+    const s = await Spool.open(spoolDir);
+    t.diagnostic(`acknowledged ${acked.size}, partial files discarded ${discardedIncoming}, queued ${(await s.ids('active')).length}`);
+    for (const [id, seq] of acked) {
+      const e = await s.get(id);
+      assert.equal(e?.envelope.heloName, `seq-${seq}`);
+      assert.equal((await s.readMessage(id)).toString(), bodyOf(seq));
+    }
+    // Deliver everything to smtp-sink: every acknowledged message arrives.
+    const before = (await sink.messages()).length;
+    const total = (await s.ids('active')).length;
+    const options = defaultDeliveryOptions(dir, { hostname: 'mx.facteur.test', transportMap: parseTransportMap([`* = smtp:[127.0.0.1]:${sink.port}`]), scanIntervalMs: 3_600_000, concurrency: 20 });
+    const h = startDelivery({ spool: s, options, log });
+    await h.tick();
+    await h.stop();
+    assert.equal((await s.ids('active')).length + (await s.ids('deferred')).length, 0, 'queue drained');
+    const msgs = await sink.waitForMessages(before + total, 20_000);
+    const seen = new Set(msgs.map((m) => Number(/^X-Seq: (\d+)$/m.exec(m.text)?.[1])));
+    for (const [, seq] of acked) assert.ok(seen.has(seq), `message ${seq} delivered`);
+  });
+});
+
+describe('disk full and read-only spool', () => {
+  const env = (): Envelope => ({ mailFrom: 'a@sender.test', rcptTo: [{ address: 'b@remote.test' }], receivedAt: Date.now() });
+  let dir: string;
+  before(async () => {
+    dir = await tempDir('facteur-full-');
+    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', dir]);
+    assert.equal(r.status, 0, `mount tmpfs: ${r.stderr}`);
+    mounts.push(dir);
+  });
+
+  test('ENOSPC: commit rejects with a temporary ESPOOLFULL error and nothing becomes visible', async () => {
+    const spool = await Spool.open(dir);
+    const small = await spool.commit(env(), Readable.from([Buffer.from('Subject: fits\r\n\r\nok\r\n')]));
+    const big = Buffer.alloc(400 * 1024, 0x61);
+    const err = await spool.commit(env(), Readable.from([big])).then(
+      () => assert.fail('commit of a message larger than the disk succeeded'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof FacteurError);
+    assert.equal(err.code, 'ESPOOLFULL');
+    assert.equal(err.temporary, true);
+    assert.deepEqual(await spool.ids('active'), [small]);
+    assert.deepEqual(await fs.readdir(path.join(dir, 'incoming')), []);
+    // The space is given back: a small message fits again.
+    await spool.commit(env(), Readable.from([Buffer.from('Subject: again\r\n\r\nok\r\n')]));
+    assert.equal((await spool.ids('active')).length, 2);
+  });
+
+  test('read-only spool: commit rejects with a temporary ESPOOLWRITE error (EROFS)', async () => {
+    const spool = await Spool.open(dir);
+    const n = (await spool.ids('active')).length;
+    const r = spawnSync('mount', ['-o', 'remount,ro', dir]);
+    assert.equal(r.status, 0, `remount ro: ${r.stderr}`);
+    try {
+      const err = await spool.commit(env(), Readable.from([Buffer.from('Subject: ro\r\n\r\nx\r\n')])).then(
+        () => assert.fail('commit on a read-only spool succeeded'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof FacteurError);
+      assert.equal(err.code, 'ESPOOLWRITE');
+      assert.equal(err.temporary, true);
+      assert.match(err.message, /EROFS/);
+      assert.equal((await spool.ids('active')).length, n);
+    } finally {
+      spawnSync('mount', ['-o', 'remount,rw', dir]);
+    }
+  });
+});
+
+describe('facteur queue', () => {
+  let data: string;
+  let spool: Spool;
+  const ids: Record<string, string> = {};
+  const cli = async (...args: string[]) => {
+    try {
+      const r = await execFileP(FACTEUR, ['queue', ...args, '--data', data]);
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  };
+
+  before(async () => {
+    data = await tempDir('facteur-qcli-');
+    spool = await Spool.open(path.join(data, 'queue'));
+    const mk = async (name: string, from: string, to: string[]) => {
+      ids[name] = await spool.commit({ mailFrom: from, rcptTo: to.map((address) => ({ address })), receivedAt: Date.now() - 3_600_000 }, Readable.from([Buffer.from(`From: <${from}>\r\nSubject: ${name}\r\n\r\nbody of ${name}\r\n`)]));
+    };
+    await mk('deferred', 'alice@sender.test', ['bob@remote.test', 'carol@remote.test']);
+    await mk('held', 'dave@sender.test', ['erin@remote.test']);
+    await mk('tobounce', 'frank@sender.test', ['gina@remote.test']);
+    await mk('todelete', 'hank@sender.test', ['ivan@remote.test']);
+    const st = initialStatus((await spool.get(ids.deferred))!.envelope);
+    st.attempts = 3;
+    st.nextAttempt = Date.now() + 600_000;
+    st.recipients[0] = { ...st.recipients[0], state: 'delivered' };
+    st.recipients[1] = { ...st.recipients[1], state: 'deferred', lastError: '450 4.2.0 Mailbox busy' };
+    st.lastError = '450 4.2.0 Mailbox busy';
+    await spool.writeStatus(ids.deferred, st);
+    await spool.move(ids.deferred, 'active', 'deferred');
+  });
+
+  test('list shows id, state, size, age, sender, recipients, last error and next attempt; --json too', async () => {
+    const r = await cli('list');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`${ids.deferred}\\s+deferred\\s+\\d+\\s+60m\\s+<alice@sender\\.test>\\s+\\(next attempt \\d{4}-`));
+    assert.match(r.stdout, /carol@remote\.test \[deferred\]\s+450 4\.2\.0 Mailbox busy/);
+    assert.match(r.stdout, /bob@remote\.test \[delivered\]/);
+    assert.match(r.stdout, /in 4 Requests\./);
+    const j = JSON.parse((await cli('list', '--json')).stdout) as { id: string; state: string; size: number; sender: string; lastError: string | null; recipients: { address: string }[] }[];
+    assert.equal(j.length, 4);
+    const d = j.find((x) => x.id === ids.deferred)!;
+    assert.equal(d.state, 'deferred');
+    assert.equal(d.sender, 'alice@sender.test');
+    assert.equal(d.lastError, '450 4.2.0 Mailbox busy');
+    assert.ok(d.size > 0);
+  });
+
+  test('show prints envelope, status and headers; --raw the message; bad ids are refused', async () => {
+    const r = await cli('show', ids.held);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /"sender": "dave@sender\.test"/);
+    assert.match(r.stdout, /Subject: held/);
+    assert.doesNotMatch(r.stdout, /body of held/);
+    const raw = await cli('show', ids.held, '--raw');
+    assert.match(raw.stdout, /body of held/);
+    for (const bad of ['../../etc/passwd', 'abc', 'ZZZZZZZZZZZZZZZZZZZZ']) {
+      const b = await cli('show', bad);
+      assert.equal(b.code, 1, bad);
+    }
+    assert.equal((await cli('frobnicate')).code, 1);
+  });
+
+  test('hold moves to hold/, release back to active/ with a flush request', async () => {
+    assert.equal((await cli('hold', ids.held)).code, 0);
+    assert.equal(await spool.locate(ids.held), 'hold');
+    await fs.access(path.join(data, 'queue', 'hold', ids.held));
+    assert.equal((await cli('hold', ids.held)).code, 1, 'already held');
+    assert.equal((await cli('release', ids.held)).code, 0);
+    assert.equal(await spool.locate(ids.held), 'active');
+    assert.ok((await fs.readdir(path.join(data, 'queue', 'control'))).some((f) => f.startsWith('flush-')));
+  });
+
+  test('delete removes the message and its status; bounce queues a DSN from <> to the sender', async () => {
+    assert.equal((await cli('delete', ids.todelete)).code, 0);
+    assert.equal(await spool.locate(ids.todelete), undefined);
+    const r = await cli('bounce', ids.tobounce);
+    assert.equal(r.code, 0, r.stderr);
+    const dsnId = /bounce queued as (\S+)/.exec(r.stdout)?.[1];
+    assert.ok(dsnId);
+    assert.equal(await spool.locate(ids.tobounce), undefined);
+    const dsn = await spool.get(dsnId);
+    assert.equal(dsn?.envelope.mailFrom, '');
+    assert.equal(dsn?.envelope.rcptTo[0].address, 'frank@sender.test');
+    const text = (await spool.readMessage(dsnId)).toString();
+    assert.match(text, /report-type=delivery-status/);
+    assert.match(text, /Final-Recipient: rfc822; gina@remote\.test\r\nAction: failed\r\nStatus: 5\.0\.0/);
+    await spool.remove(dsnId);
+  });
+
+  test('flush reaches a running scheduler through control/: the deferred message is retried now and delivered', async () => {
+    for (const f of await fs.readdir(path.join(data, 'queue', 'control'))) await fs.rm(path.join(data, 'queue', 'control', f));
+    const options = defaultDeliveryOptions(data, { hostname: 'mx.facteur.test', transportMap: parseTransportMap([`* = smtp:[127.0.0.1]:${sink.port}`]), scanIntervalMs: 3_600_000 });
+    const live = await Spool.open(path.join(data, 'queue'));
+    const h: DeliveryHandle = startDelivery({ spool: live, options, log });
+    try {
+      await h.tick(); // delivers the released message; the deferred one is not due
+      assert.equal(await live.locate(ids.held), undefined);
+      assert.equal(await live.locate(ids.deferred), 'deferred');
+      const before = (await sink.messages()).length;
+      const r = await cli('flush');
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /taken by the running server/);
+      const msgs = await sink.waitForMessages(before + 1);
+      const m = msgs.find((x) => x.text.includes('Subject: deferred'));
+      assert.ok(m);
+      assert.match(m.text, /X-Rcpt-Args: <carol@remote\.test>/);
+      assert.doesNotMatch(m.text, /bob@remote\.test/, 'the delivered recipient is not sent again');
+      await h.tick();
+      assert.equal(await live.locate(ids.deferred), undefined);
+    } finally {
+      await h.stop();
+    }
+  });
+});

@@ -2,7 +2,7 @@
 // Trusts the daemons only as far as their replies: every reply must be OK, errors are counted and shown, never hidden.
 //
 // npm run bench:authd [-- --quick] [--duration S] [--warmup S] [--concurrency 1,8,64] [--scenarios ldap,ldap-cache,file,file-cache,rimap]
-//                     [--cyrus-n 5,16] [--profile DIR] [--write | --no-write]
+//                     [--cyrus-n 5,16] [--rounds 3] [--generators 1] [--profile DIR] [--write | --no-write]
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -27,6 +27,8 @@ interface Flags {
   warmupMs: number;
   /** The measured time of a cell is split into this many rounds, the daemons of a scenario taking turns. */
   rounds: number;
+  /** Load generator processes (one is lighter on a 2-core machine; more help on bigger ones). */
+  generators: number;
   concurrency: number[];
   scenarios: string[];
   cyrusN: number[];
@@ -39,7 +41,7 @@ const ALL_SCENARIOS = ['calibration', 'ldap', 'ldap-cache', 'rimap', 'rimap-cach
 const DEFAULT_SCENARIOS = ALL_SCENARIOS.filter((s) => s !== 'rimap-cache');
 
 function parseFlags(argv: string[]): Flags {
-  const f: Flags = { quick: false, durationMs: 5000, warmupMs: 1000, rounds: 3, concurrency: [1, 8, 64], scenarios: DEFAULT_SCENARIOS, cyrusN: [5, 16], write: true };
+  const f: Flags = { quick: false, durationMs: 5000, warmupMs: 500, rounds: 3, generators: 1, concurrency: [1, 8, 64], scenarios: DEFAULT_SCENARIOS, cyrusN: [5, 16], write: true };
   let explicitWrite: boolean | undefined;
   const list = (v: string | undefined, name: string) => {
     if (!v) throw new Error(`${name} needs a value`);
@@ -63,6 +65,7 @@ function parseFlags(argv: string[]): Flags {
       case '--duration': f.durationMs = seconds(argv[++i], a); break;
       case '--warmup': f.warmupMs = seconds(argv[++i], a); break;
       case '--rounds': f.rounds = nums(argv[++i], a)[0]; break;
+      case '--generators': f.generators = nums(argv[++i], a)[0]; break;
       case '--concurrency': f.concurrency = nums(argv[++i], a); break;
       case '--scenarios': f.scenarios = list(argv[++i], a); break;
       case '--cyrus-n': f.cyrusN = nums(argv[++i], a); break;
@@ -71,7 +74,7 @@ function parseFlags(argv: string[]): Flags {
       case '--no-write': explicitWrite = false; break;
       case '-h': case '--help':
         process.stdout.write(`usage: npm run bench:authd -- [--quick] [--duration S] [--warmup S] [--concurrency 1,8,64]\n` +
-          `       [--scenarios ${ALL_SCENARIOS.join(',')}] [--cyrus-n 5,16] [--profile DIR] [--write|--no-write]\n`);
+          `       [--scenarios ${ALL_SCENARIOS.join(',')}] [--cyrus-n 5,16] [--rounds N] [--generators N] [--profile DIR] [--write|--no-write]\n`);
         process.exit(0);
       // falls through (unreachable)
       default: throw new Error(`unknown option ${a}`);
@@ -306,7 +309,11 @@ interface ScenarioOutcome {
 
 function scenarioRows(o: ScenarioOutcome, concurrency: number[]): { head: string[]; rows: string[][] } {
   const backend = o.env?.backendName;
-  const head = ['clients', 'daemon', 'auth/s', 'p50 ms', 'p99 ms', 'errors', 'daemon CPU µs/auth', ...(backend ? [`${backend} CPU µs/auth`] : []), 'facteur ÷ this'];
+  const head = [
+    'clients', 'daemon', 'auth/s', 'p50 ms', 'p99 ms', 'errors', 'daemon CPU µs/auth', ...(backend ? [`${backend} CPU µs/auth`] : []),
+    'generator CPU', 'others CPU', 'facteur ÷ this',
+  ];
+  const pct = (ms: number | undefined, r: LoadResult) => (ms === undefined ? '-' : `${((100 * ms) / r.elapsedMs).toFixed(0)}%`);
   const rows: string[][] = [];
   for (const c of concurrency) {
     const cells = o.cells.filter((x) => x.result.concurrency === c);
@@ -322,6 +329,8 @@ function scenarioRows(o: ScenarioOutcome, concurrency: number[]): { head: string
         errorsText(r),
         fmtUs(x.daemonCpuMs, r.ok),
         ...(backend ? [fmtUs(x.backendCpuMs, r.ok)] : []),
+        pct(r.generatorCpuMs, r),
+        pct(x.otherCpuMs, r),
         fac && x.kind === 'cyrus' ? fmtRatio(fac.result.rate / r.rate) : '',
       ]);
     }
@@ -359,12 +368,19 @@ function markdown(m: MachineInfo, f: Flags, outcomes: ScenarioOutcome[], started
       '',
       `- Machine: ${m.cpu}, ${m.cores} cores, ${m.ramGiB} GiB RAM, ${m.kernel}`,
       `- Node ${m.node}; Cyrus ${m.cyrus} (Debian sasl2-bin); OpenLDAP ${m.slapd}${m.dovecot ? `; Dovecot ${m.dovecot}` : ''}`,
-      `- Each cell: ${f.warmupMs / 1000} s warm-up, then ${f.durationMs / 1000} s measured; C clients in a closed loop, one request per connection ` +
-        `(as Postfix's libsasl does), users user0…user${USER_COUNT - 1} in turn, service \`${SERVICE}\`, empty realm. ` +
-        'Only `OK` replies count; anything else is an error and is shown. Before its cells, each daemon must answer OK for every user and NO for wrong passwords.',
-      '- The load generator runs in its own process (`bench/lib/loadgen-child.ts`); slapd, the daemon and the generator share the same cores, as on a real mail host.',
+      `- Each cell: ${f.warmupMs / 1000} s warm-up, then ${f.durationMs / 1000} s measured` +
+        `${f.rounds > 1 ? ` in ${f.rounds} rounds: the daemons of a scenario all run at once and take turns round after round, so that other activity on the machine falls on each alike` : ''}.`,
+      `- Load: C clients in a closed loop, one request per connection (as Postfix's libsasl does), users user0…user${USER_COUNT - 1} in turn, ` +
+        `service \`${SERVICE}\`, empty realm. Only \`OK\` replies count; anything else is an error and is shown. Before its cells, each daemon must ` +
+        'answer OK for every user and NO for wrong passwords (this also fills the caches in the cache-on scenarios).',
+      `- The load generator is ${f.generators === 1 ? 'a separate Node process' : `${f.generators} separate Node processes`} (\`bench/lib/loadgen-child.ts\`); ` +
+        'the backend server, the daemon and the generator share the same cores, as on a real mail host. The calibration scenario shows the ceiling ' +
+        'this puts on any daemon here; a cell whose generator CPU nears 100% is limited by the generator, not the daemon.',
+      '- Cyrus listens with a small queue (`SOCKET_BACKLOG`); when it is full, a C client blocks in `connect()`. Node cannot, so a refused ' +
+        'connect (EAGAIN) waits its turn in a FIFO and retries when one of our requests completes; the retries are counted and shown.',
       '- Both daemons run as in production: facteur `authd -f` (no per-request logging), Cyrus detached without `-d`. Same saslauthd.conf for both.',
-      '- CPU columns: user+system time of the daemon (all its processes) and of the backend server during the measured phase, divided by successful authentications.',
+      '- CPU columns: run time of the daemon (all its processes) and of the backend server (with the processes it forked) during the measured ' +
+        'phase, divided by successful authentications. "Others" is CPU used meanwhile by processes outside the benchmark, as a share of one core: noise.',
     ].join('\n'),
   );
   for (const o of outcomes) {
@@ -399,7 +415,7 @@ async function main(): Promise<number> {
   process.stdout.write(`facteur authd benchmark: ${m.cpu}, ${m.cores} cores, Node ${m.node}, ${m.cyrus}\n`);
   process.stdout.write(`cells: ${f.warmupMs / 1000} s warm-up + ${f.durationMs / 1000} s measured; clients ${f.concurrency.join(', ')}; scenarios ${f.scenarios.join(', ')}\n\n`);
   const envs = new Environments(dir, f);
-  const gen = await Generator.start();
+  const gen = await Generator.start(f.generators);
   const outcomes: ScenarioOutcome[] = [];
   let daemonSeq = 0;
   try {

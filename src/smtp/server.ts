@@ -16,6 +16,8 @@ import { checkRecipient, normalizeDomain } from '../policy/relay.js';
 import { ConnectionLimiter } from '../policy/connlimit.js';
 import type { SenderPolicy } from '../policy/sender.js';
 import type { PenaltyBox } from '../policy/penalty.js';
+import { rateLimitReply, type RateLimiter } from '../policy/ratelimit.js';
+import type { FacteurMetrics } from '../observability/metrics.js';
 
 export type ListenerKind = 'inbound' | 'submission' | 'submissions';
 
@@ -56,6 +58,11 @@ export interface SmtpServiceOptions {
   queue: QueueWriter;
   log: Logger;
   penalty?: PenaltyBox;
+  /** Connections per IP per minute, messages and recipients per user per hour. */
+  rateLimiter?: RateLimiter;
+  metrics?: FacteurMetrics;
+  /** Backend label for the auth metrics. */
+  authBackendName?: string;
 }
 
 interface AuthUser {
@@ -65,6 +72,17 @@ interface AuthUser {
 
 interface FacteurSession extends SMTPServerSession {
   facteurRelease?: () => void;
+}
+
+/** Run an async hook and hand its reply (or a fail-closed 4xx) to an smtp-server callback. */
+function hook(log: Logger, what: string, fn: () => Promise<SmtpReply | undefined>, cb: (err?: Error | null) => void): void {
+  fn().then(
+    (r) => cb(r ?? undefined),
+    (err: unknown) => {
+      log.error({ err }, `${what} failed`);
+      cb(Replies.internal());
+    },
+  );
 }
 
 export interface RunningSmtp {
@@ -105,7 +123,28 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
           log.warn({ listener: l.kind, client: session.remoteAddress }, 'connection refused: limit reached');
           return cb(SmtpReply.temp('4.7.0', 'Too many connections, try again later', 421));
         }
-        (session as FacteurSession).facteurRelease = release;
+        (session as FacteurSession).facteurRelease = () => {
+          release();
+          o.metrics?.connectionsActive.dec({ listener: l.kind });
+        };
+        o.metrics?.connections.inc({ listener: l.kind });
+        o.metrics?.connectionsActive.inc({ listener: l.kind });
+        if (!o.rateLimiter) return cb();
+        hook(
+          log,
+          'connection rate check',
+          async () => {
+            const refusal = rateLimitReply(await o.rateLimiter!.connection(session.remoteAddress));
+            if (refusal) log.warn({ listener: l.kind, client: session.remoteAddress }, 'connection refused: rate limit');
+            return refusal;
+          },
+          cb,
+        );
+      },
+
+      onSecure(socket, session, cb) {
+        const version = (socket as import('node:tls').TLSSocket).getProtocol?.() ?? 'unknown';
+        o.metrics?.tlsSessions.inc({ listener: l.kind, version: version ?? 'unknown' });
         cb();
       },
 
@@ -121,29 +160,45 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
       },
 
       onMailFrom(address, session, cb) {
-        try {
-          cb(checkSender(o, l, address, session) ?? undefined);
-        } catch (err) {
-          log.error({ err }, 'sender check failed');
-          cb(Replies.internal());
-        }
+        hook(
+          log,
+          'sender check',
+          async () => {
+            const refusal = checkSender(o, l, address, session);
+            const user = userOf(session);
+            if (refusal || !user || !o.rateLimiter) return refusal;
+            return rateLimitReply(await o.rateLimiter.message(user.login));
+          },
+          cb,
+        );
       },
 
       onRcptTo(address, session, cb) {
-        try {
-          const refusal = checkRecipient(address.address, { authenticated: !!userOf(session), localDomains });
-          if (refusal) log.info({ listener: l.kind, client: session.remoteAddress, rcpt: address.address, user: userOf(session)?.login }, 'relay denied');
-          cb(refusal ?? undefined);
-        } catch (err) {
-          log.error({ err }, 'recipient check failed');
-          cb(Replies.internal());
-        }
+        hook(
+          log,
+          'recipient check',
+          async () => {
+            const user = userOf(session);
+            const refusal = checkRecipient(address.address, { authenticated: !!user, localDomains });
+            if (refusal) {
+              log.info({ listener: l.kind, client: session.remoteAddress, rcpt: address.address, user: user?.login }, 'relay denied');
+              return refusal;
+            }
+            if (!user || !o.rateLimiter) return undefined;
+            return rateLimitReply(await o.rateLimiter.recipients(user.login, 1));
+          },
+          cb,
+        );
       },
 
       onData(stream, session, cb) {
         receive(o, l, stream, session).then(
-          (id) => cb(null, `2.0.0 Ok: queued as ${id}`),
+          (id) => {
+            o.metrics?.messages.inc({ listener: l.kind, result: 'accepted' });
+            cb(null, `2.0.0 Ok: queued as ${id}`);
+          },
           (err: unknown) => {
+            o.metrics?.messages.inc({ listener: l.kind, result: 'rejected' });
             if (err instanceof SmtpReply) return cb(err);
             log.error({ err }, 'queue commit failed');
             cb(/ENOSPC|space/i.test(String((err as Error)?.message)) ? SmtpReply.temp('4.3.1', 'Insufficient system storage', 452) : Replies.queueError());
@@ -186,8 +241,14 @@ async function authenticate(o: SmtpServiceOptions, l: ListenerConfig, auth: SMTP
   } else throw SmtpReply.perm('5.5.4', 'Unrecognized authentication type', 504);
   const password = auth.password ?? '';
   const client = session.remoteAddress;
+  const backend = o.authBackendName ?? 'saslauthd';
   const admission = o.penalty?.admit(client);
-  if (admission && !admission.allowed) throw Replies.authBlocked();
+  if (admission && !admission.allowed) {
+    o.metrics?.penaltyRefusals.inc({ where: 'smtp' });
+    o.metrics?.authAttempts.inc({ backend, result: 'refused' });
+    throw Replies.authBlocked();
+  }
+  const endTimer = o.metrics?.backendLatency.startTimer({ backend });
   const split = splitLogin(authcid, o.authRealm);
   const login = o.joinRealm ? (split.realm ? `${split.login}@${split.realm}` : split.login) : split.login;
   // Bounded even if a verifier ignores its abort signal: past the deadline the answer is a temporary failure.
@@ -204,7 +265,11 @@ async function authenticate(o: SmtpServiceOptions, l: ListenerConfig, auth: SMTP
     deadline,
   ])
     .catch((err: unknown): AuthResult => ({ verdict: 'tempfail', reason: (err as Error).message }))
-    .finally(() => clearTimeout(timer));
+    .finally(() => {
+      clearTimeout(timer);
+      endTimer?.();
+    });
+  o.metrics?.authAttempts.inc({ backend, result: result.verdict });
   const fields = { listener: l.kind, client, user: authcid, method: auth.method };
   if (result.verdict === 'ok') {
     o.penalty?.success(client);
@@ -217,6 +282,7 @@ async function authenticate(o: SmtpServiceOptions, l: ListenerConfig, auth: SMTP
     throw Replies.authTempfail();
   }
   const delay = o.penalty?.failure(client, authcid) ?? 0;
+  if (delay > 0) o.metrics?.penaltyDelays.inc({ where: 'smtp' });
   o.log.info({ ...fields, delayMs: delay }, 'auth failed');
   if (delay > 0) await new Promise((r) => setTimeout(r, delay));
   throw Replies.authInvalid();

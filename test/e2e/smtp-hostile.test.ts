@@ -13,6 +13,7 @@ before(async () => {
     queue,
     verifier: new MapVerifier({ bob: { password: 'bob-secret', addresses: ['bob@example.org'] } }),
     toml: `[server]\nhostname = "mx.test"\nlocal_domains = ["example.org"]\ntimeout = "1s"\nmax_connections_per_ip = 4\n`,
+    env: { FACTEUR_RATELIMIT_MESSAGES_PER_USER_PER_HOUR: '2' },
   });
 });
 after(() => srv.stop());
@@ -149,6 +150,19 @@ test('a client vanishing mid-DATA queues nothing; the queue sees the stream abor
   await stillServes();
   assert.equal(queue.messages.length, before + 1, 'only the stillServes message');
   assert.equal(queue.aborted, aborted + 1);
+});
+
+test('messages per user per hour: the third MAIL of the hour gets 450 4.7.1', async () => {
+  const c = await RawSmtp.connect(srv.ports.submissions, { tls: true });
+  await c.reply();
+  await c.cmd('EHLO member.test');
+  assert.match(await c.cmd(`AUTH PLAIN ${b64('\0bob\0bob-secret')}`), /^235 /);
+  for (let i = 0; i < 2; i++) {
+    assert.match(await c.cmd('MAIL FROM:<bob@example.org>'), /^250 /);
+    assert.match(await c.cmd('RSET'), /^250 /);
+  }
+  assert.match(await c.cmd('MAIL FROM:<bob@example.org>'), /^450 4\.7\.1 Message rate limit exceeded, try again in \d+ seconds$/);
+  c.close();
 });
 
 test('connections per client address are limited (421 4.7.0); a slot frees when one closes', async () => {

@@ -370,3 +370,17 @@ describe('transactions', () => {
     c.close();
   });
 });
+
+test('/metrics counts connections, AUTH results, TLS sessions and messages per listener', async () => {
+  const text = await (await fetch(`http://127.0.0.1:${srv.metricsPort}/metrics`)).text();
+  const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+  assert.ok(value(/^facteur_messages_total\{listener="inbound",result="accepted"\} (\d+)/m) >= 3);
+  assert.ok(value(/^facteur_messages_total\{listener="inbound",result="rejected"\} (\d+)/m) >= 2, 'oversized and queue failure');
+  assert.ok(value(/^facteur_auth_attempts_total\{backend="file",result="fail"\} (\d+)/m) >= 1);
+  assert.ok(value(/^facteur_auth_attempts_total\{backend="file",result="tempfail"\} (\d+)/m) >= 1);
+  assert.ok(value(/^facteur_tls_sessions_total\{listener="submission",version="TLSv1\.3"\} (\d+)/m) >= 1);
+  assert.ok(value(/^facteur_connections_total\{listener="submissions"\} (\d+)/m) >= 1);
+  assert.match(text, /^facteur_connections_active\{listener="inbound"\} \d+/m);
+  const health = await fetch(`http://127.0.0.1:${srv.metricsPort}/health`);
+  assert.equal(health.status, 200);
+});

@@ -97,6 +97,7 @@ export class MapVerifier implements PasswordVerifier {
 export interface TestServer {
   served: Served;
   ports: { inbound: number; submission: number; submissions: number };
+  metricsPort: number;
   dir: string;
   certFile: string;
   stop(): Promise<void>;
@@ -114,11 +115,15 @@ listen = ["127.0.0.1:${ports.submission}"]
 [submissions]
 listen = ["127.0.0.1:${ports.submissions}"]
 `;
-  const config = await loadConfig({ text: withServer(text, dir), file: 'test.toml', env: o.env ?? {} });
+  const metricsPort = await freePort();
+  // Tests open many connections from 127.0.0.1: no connection rate limit unless a test sets one.
+  const env = { FACTEUR_RATELIMIT_CONNECTIONS_PER_IP_PER_MINUTE: '0', FACTEUR_METRICS_LISTEN: `127.0.0.1:${metricsPort}`, ...o.env };
+  const config = await loadConfig({ text: withServer(text, dir), file: 'test.toml', env });
   const served = await serve({ config, queue: o.queue, verifier: o.verifier, log: pino({ level: process.env.FACTEUR_TEST_LOG ?? 'silent' }), delivery: false });
   return {
     served,
     ports,
+    metricsPort,
     dir,
     certFile: path.join(dir, 'tls', 'cert.pem'),
     async stop() {

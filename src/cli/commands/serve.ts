@@ -19,6 +19,10 @@ import type { QueueWriter } from '../../queue/types.js';
 import { Spool } from '../../queue/spool.js';
 import { startDelivery, deliveryOptionsFromConfig, queueDirFromConfig, type DeliveryHandle } from '../../delivery/index.js';
 import { ConfigError, UsageError } from '../../lib/errors.js';
+import { rateLimiterFromConfig, type ratelimit } from '../../policy/ratelimit.js';
+import type { SectionValues } from '../../config/schema.js';
+import { createMetrics, type FacteurMetrics } from '../../observability/metrics.js';
+import { startObservabilityServer, parseListen, type ObservabilityServer } from '../../observability/http.js';
 
 const run$ = promisify(execFile);
 
@@ -42,6 +46,8 @@ listen = ["127.0.0.1:2525"]
 listen = ["127.0.0.1:2587"]
 [submissions]
 listen = ["127.0.0.1:2465"]
+[metrics]
+listen = ""
 `;
 
 export interface ServeOptions {
@@ -53,10 +59,14 @@ export interface ServeOptions {
   log?: Logger;
   /** Start the delivery scheduler (default true). */
   delivery?: boolean;
+  metrics?: FacteurMetrics;
 }
 
 export interface Served extends RunningSmtp {
   dataDir: string;
+  metrics: FacteurMetrics;
+  /** The /metrics and /health endpoint, when [metrics] listen is set. */
+  observability?: ObservabilityServer;
   stopAll(): Promise<void>;
 }
 
@@ -165,6 +175,8 @@ export async function serve(o: ServeOptions): Promise<Served> {
   }
   if (!listeners.length) throw new ConfigError('no listener enabled: set enabled = true in [inbound], [submission] or [submissions]');
   const pol = cfg.policy;
+  const metrics = o.metrics ?? createMetrics();
+  const rl = cfg.ratelimit ? rateLimiterFromConfig(cfg.ratelimit as SectionValues<typeof ratelimit.params>, { log, metrics }) : undefined;
   const sender = new SenderPolicy({ map: await loadSenderMap(pol.sender_map as string), loginIsAddress: pol.login_is_address as boolean });
   if (v.usersFile) {
     // Members' addresses from the users file, so port 25 can refuse them as unauthenticated senders (re-read at restart;
@@ -199,14 +211,27 @@ export async function serve(o: ServeOptions): Promise<Served> {
     queue: q.queue,
     log,
     penalty: new PenaltyBox(),
+    rateLimiter: rl?.limiter,
+    metrics,
+    authBackendName: (cfg.auth.cyrus_config ? 'saslauthd' : (cfg.auth.backend as string)) || 'saslauthd',
   });
+  let observability: ObservabilityServer | undefined;
+  const listen = cfg.metrics?.listen as string | undefined;
+  if (listen) {
+    const hp = parseListen(listen)!;
+    observability = await startObservabilityServer({ registry: metrics.registry, host: hp.host, port: hp.port, log, checks: { smtp: () => running.bound.length > 0 } });
+  }
   let delivery: DeliveryHandle | undefined;
   if (o.delivery !== false && spool) delivery = startDelivery({ spool, options: deliveryOptionsFromConfig(cfg as Record<string, Record<string, unknown>>), log });
   return {
     ...running,
     dataDir,
+    metrics,
+    observability,
     async stopAll() {
+      await observability?.close();
       await running.close();
+      await rl?.close();
       await delivery?.stop();
       await v.verifier.close?.();
     },

@@ -101,8 +101,13 @@ default_internal_group = dovecot
 default_login_user = dovenull
 first_valid_uid = ${uid}
 mail_location = maildir:${mailDir}/%d/%n
-# No anvil penalty for repeated failures from 127.0.0.1 (tests send many wrong passwords on purpose).
-login_trusted_networks = 127.0.0.0/8
+# No auth penalty for repeated failures from 127.0.0.1 (tests send many wrong passwords on purpose):
+# the auth process cannot open the anvil-auth-penalty socket, which disables the penalty.
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
 passdb {
   driver = passwd-file
   args = scheme=SHA512-CRYPT ${passwdFile}

@@ -175,7 +175,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
       return out;
     }
     let hosts: ({ host: string; port: number } | { path: string })[];
-    if (route.kind === 'mx' || ('host' in route.hop && route.hop.mx)) {
+    if (route.kind === 'mx' || (route.kind === 'smtp' && 'host' in route.hop && route.hop.mx)) {
       const domain = route.kind === 'mx' ? route.domain : (route.hop as { host: string }).host;
       const port = route.kind === 'mx' ? o.smtpPort : (route.hop as { port: number }).port;
       const mx = await lookupMx(domain, resolver);

@@ -3,6 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { simpleParser, type ParsedMail } from 'mailparser';
@@ -24,7 +25,10 @@ const MIN = 60_000;
 let data: string;
 let spool: Spool;
 let handle: DeliveryHandle;
-let ok: Sink, soft: Sink, hard: Sink, noesmtp: Sink, lmtp: Sink;
+let ok: Sink, soft: Sink, hard: Sink, noesmtp: Sink, lmtp: Sink, lmtpUnix: Sink;
+let hostile: net.Server;
+let hostilePort: number;
+const hostileMode = { mode: 'garbage' as 'garbage' | 'longline' | 'drop-in-data' | '421' | 'rcpt-mixed' };
 const mxQueries: string[] = [];
 
 function msg(from: string, to: string, subject: string, extra = ''): string {
@@ -82,6 +86,67 @@ before(async () => {
     startSink({ args: ['-e'] }),
   ]);
   lmtp = await startSink({ lmtp: true });
+  const sockDir = await tempDir('facteur-lmtp-sock-');
+  await fs.chmod(sockDir, 0o777);
+  lmtpUnix = await startSink({ lmtp: true, unixPath: path.join(sockDir, 'lmtp') });
+  hostilePort = await freePort();
+  hostile = net.createServer((sock) => {
+    sock.on('error', () => undefined);
+    const say = (s: string) => sock.write(s);
+    switch (hostileMode.mode) {
+      case 'garbage':
+        say('\x00\xff garbage without a code\r\n');
+        return;
+      case 'longline':
+        say(`220 ${'x'.repeat(2_000_000)}`);
+        return;
+      case '421':
+        say('421 4.3.2 Service shutting down\r\n');
+        sock.end();
+        return;
+    }
+    say('220 hostile ESMTP\r\n');
+    let buf = '';
+    let inData = false;
+    let dropOnDot = false;
+    sock.on('data', (d) => {
+      buf += d.toString('latin1');
+      let i;
+      while ((i = buf.indexOf('\r\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (inData) {
+          if (line === '.') {
+            inData = false;
+            if (dropOnDot) sock.destroy();
+            else say('250 2.0.0 ok\r\n');
+          }
+          continue;
+        }
+        const cmd = line.slice(0, 4).toUpperCase();
+        if (cmd === 'EHLO') say('250-hostile\r\n250 8BITMIME\r\n');
+        else if (cmd === 'MAIL') say('250 2.1.0 ok\r\n');
+        else if (cmd === 'RCPT') {
+          if (hostileMode.mode === 'rcpt-mixed' && /soft/.test(line)) say('452 4.2.2 Mailbox full\r\n');
+          else if (hostileMode.mode === 'rcpt-mixed' && /hard/.test(line)) say('550 5.1.1 \x1b[31mno such user\x07\r\n');
+          else say('250 2.1.5 ok\r\n');
+        } else if (cmd === 'DATA') {
+          if (hostileMode.mode === 'drop-in-data') {
+            inData = true;
+            dropOnDot = true;
+            say('354 go\r\n');
+          } else {
+            inData = true;
+            say('354 go\r\n');
+          }
+        } else if (cmd === 'QUIT') {
+          say('221 bye\r\n');
+          sock.end();
+        } else say('502 5.5.2 what\r\n');
+      }
+    });
+  });
+  await new Promise<void>((r) => hostile.listen(hostilePort, '127.0.0.1', r));
   const refused = await freePort();
   spool = await Spool.open(path.join(data, 'queue'));
   const resolver: MxResolver = {
@@ -103,6 +168,8 @@ before(async () => {
       `hard.test = smtp:[127.0.0.1]:${hard.port}`,
       `old.test = smtp:[127.0.0.1]:${noesmtp.port}`,
       `lmtp.test = lmtp:[127.0.0.1]:${lmtp.port}`,
+      `unixlmtp.test = lmtp:unix:${path.join(sockDir, 'lmtp')}`,
+      `hostile.test = smtp:[127.0.0.1]:${hostilePort}`,
       `down.test = smtp:[127.0.0.1]:${refused}`,
       'sender.test = maildir',
       'blocked.test = error:5.7.1 We do not send there',
@@ -117,7 +184,8 @@ before(async () => {
 
 after(async () => {
   await handle?.stop();
-  await Promise.all([ok, soft, hard, noesmtp, lmtp].map((s) => s?.stop()));
+  await Promise.all([ok, soft, hard, noesmtp, lmtp, lmtpUnix].map((s) => s?.stop()));
+  hostile?.close();
 });
 
 describe('delivery', () => {
@@ -309,5 +377,34 @@ describe('delivery', () => {
     const root = await fs.readdir(path.join(data, 'mail'));
     assert.deepEqual(root.sort(), ['local.test', 'sender.test']);
     await assert.rejects(fs.access(path.join(data, 'etc')));
+  });
+  test('LMTP over a UNIX socket (lmtp:unix:/path)', async () => {
+    const id = await submit('alice@sender.test', ['u@unixlmtp.test'], msg('alice@sender.test', 'u@unixlmtp.test', 'lmtp unix'));
+    await handle.tick();
+    const got = await lmtpUnix.waitForMessages(1);
+    assert.match(got[0].text, /Subject: lmtp unix/);
+    assert.equal(await spool.locate(id), undefined);
+  });
+
+  test('hostile remote servers: garbage greeting, 2 MB line, 421, drop during DATA all defer; control characters in replies are cleaned', async () => {
+    for (const mode of ['garbage', 'longline', '421', 'drop-in-data'] as const) {
+      hostileMode.mode = mode;
+      const id = await submit('sender@sender.test', ['v@hostile.test'], msg('sender@sender.test', 'v@hostile.test', `hostile ${mode}`));
+      await handle.tick();
+      const e = await spool.get(id);
+      assert.equal(e?.state, 'deferred', mode);
+      assert.equal(e?.status.recipients[0].state, 'deferred', mode);
+      assert.ok((e?.status.recipients[0].lastError ?? '').length <= 1000, mode);
+      await spool.remove(id);
+    }
+    hostileMode.mode = 'rcpt-mixed';
+    const n0 = (await bounces()).length;
+    const id = await submit('sender@sender.test', ['good@hostile.test', 'soft@hostile.test', 'hard@hostile.test'], msg('sender@sender.test', 'good@hostile.test', 'hostile mixed'));
+    await handle.tick();
+    const e = await spool.get(id);
+    assert.deepEqual(e?.status.recipients.map((r) => [r.state, r.status]), [['delivered', '2.0.0'], ['deferred', '4.2.2'], ['failed', '5.1.1']]);
+    assert.doesNotMatch(e?.status.recipients[2].lastError ?? '', /[\x00-\x1f]/);
+    assert.equal((await bounces()).length, n0 + 1);
+    await spool.remove(id);
   });
 });

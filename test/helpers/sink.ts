@@ -11,6 +11,8 @@ export interface SinkOptions {
   /** Extra smtp-sink flags, e.g. ['-N'] (no DSN) or ['-8'] (no 8BITMIME). */
   args?: string[];
   lmtp?: boolean;
+  /** Listen on this UNIX socket path instead of a TCP port. */
+  unixPath?: string;
   softReply?: string;
   hardReply?: string;
 }
@@ -34,12 +36,12 @@ export async function startSink(o: SinkOptions = {}): Promise<Sink> {
   if (o.mode === 'permfail') args.push('-f', o.commands ?? 'RCPT');
   if (o.softReply) args.push('-b', o.softReply);
   if (o.hardReply) args.push('-B', o.hardReply);
-  args.push(...(o.args ?? []), `127.0.0.1:${port}`, '64');
+  args.push(...(o.args ?? []), o.unixPath ? `unix:${o.unixPath}` : `127.0.0.1:${port}`, '64');
   const child: ChildProcess = spawn('/usr/sbin/smtp-sink', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   try {
-    await waitForSocket(port, 5000);
+    await waitForSocket(o.unixPath ?? port, 5000);
   } catch (err) {
     child.kill('SIGKILL');
     throw new Error(`smtp-sink did not start: ${stderr}`, { cause: err });

@@ -83,6 +83,8 @@ export function spoolError(err: unknown, what: string): FacteurError {
 
 /** Batches directory fsyncs: callers that arrive while one runs share the next one (group commit). */
 class DirSyncer {
+  /** fsync calls actually made (fewer than sync() calls when commits overlap). */
+  count = 0;
   private running = false;
   private waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
   constructor(private readonly dir: string) {}
@@ -101,6 +103,7 @@ class DirSyncer {
       this.waiters = [];
       try {
         const fh = await fsp.open(this.dir, 'r');
+        this.count++;
         try {
           await fh.sync();
         } finally {
@@ -265,6 +268,11 @@ export class Spool implements QueueWriter {
       if (!f.endsWith('.json') || !ids.has(id)) await fsp.rm(path.join(this.dirOf('status'), f), { force: true });
     }
     for (const d of ['incoming', 'status', 'corrupt', ...QUEUE_STATES] as const) await this.syncer(this.dirOf(d)).sync();
+  }
+
+  /** Directory fsyncs done so far for active/ (group commit makes this smaller than the number of commits). */
+  get activeDirSyncs(): number {
+    return this.syncers.get(this.dirOf('active'))?.count ?? 0;
   }
 
   /** Subscribe to commits made through this Spool object (the scheduler picks new mail up at once). */

@@ -407,4 +407,40 @@ describe('delivery', () => {
     assert.equal((await bounces()).length, n0 + 1);
     await spool.remove(id);
   });
+  test('delay warning: one "delayed" DSN once a recipient is late by delay_warning, then the final bounce', async () => {
+    const data2 = await tempDir('facteur-delay-');
+    const spool2 = await Spool.open(path.join(data2, 'queue'));
+    const options = defaultDeliveryOptions(data2, {
+      hostname: 'mx.facteur.test',
+      transportMap: parseTransportMap([`soft.test = smtp:[127.0.0.1]:${soft.port}`, 'sender.test = maildir']),
+      scanIntervalMs: 3_600_000,
+      delayWarningMs: 4 * 60 * MIN,
+    });
+    const h2 = startDelivery({ spool: spool2, options, log: createLogger({ name: 'test', level: 'silent' }), clock });
+    try {
+      const t0 = clock.t;
+      const id = await spool2.commit({ mailFrom: 'late@sender.test', rcptTo: [{ address: 'x@soft.test' }], receivedAt: t0 }, Readable.from([Buffer.from(msg('late@sender.test', 'x@soft.test', 'late'))]));
+      await h2.tick();
+      const inbox = () => fs.readdir(path.join(data2, 'mail', 'sender.test', 'late', 'new')).catch(() => [] as string[]);
+      assert.equal((await inbox()).length, 0, 'no warning before delay_warning');
+      clock.t = t0 + 5 * 60 * MIN;
+      await h2.flush(id);
+      await h2.tick();
+      const files = await inbox();
+      assert.equal(files.length, 1);
+      const warn = await parse(await fs.readFile(path.join(data2, 'mail', 'sender.test', 'late', 'new', files[0]), 'utf8'));
+      assert.equal(warn.subject, 'Delayed Mail (still being retried)');
+      const ds = deliveryStatus(warn);
+      assert.match(ds, /^Action: delayed$/m);
+      assert.match(ds, /^Will-Retry-Until: /m);
+      // Only once.
+      clock.t = t0 + 6 * 60 * MIN;
+      await h2.flush(id);
+      await h2.tick();
+      assert.equal((await inbox()).length, 1);
+      assert.equal((await spool2.get(id))?.state, 'deferred');
+    } finally {
+      await h2.stop();
+    }
+  });
 });

@@ -61,6 +61,8 @@ test('concurrent commits all succeed with distinct ids (group commit)', async ()
   const ids = await Promise.all(Array.from({ length: 200 }, (_, i) => spool.commit(env(), Readable.from([Buffer.from(`n ${i}\r\n`)]))));
   assert.equal(new Set(ids).size, 200);
   assert.equal((await spool.ids('active')).length, 200);
+  assert.ok(spool.activeDirSyncs < 200, `directory fsyncs shared: ${spool.activeDirSyncs} for 200 commits`);
+  assert.ok(spool.activeDirSyncs >= 1);
 });
 
 test('a reader error removes the temp file and propagates unchanged', async () => {

@@ -7,6 +7,7 @@
 //   listener without AUTH answers 503 5.5.1.
 // - Replies built by facteur (src/mail/reply.ts) carry their own enhanced code; the engine's guessed code is suppressed.
 // - VRFY off answers 502 5.5.1; a command carrying a NUL byte answers 500 5.5.2; sendmail's joke commands are gone.
+// - The greeting delay (early-talker check) is configurable instead of a fixed 100 ms.
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
@@ -24,6 +25,8 @@ export interface ListenerPolicy {
   auth: boolean;
   /** Answer VRFY with 252 (true) or 502 5.5.1 (false). */
   vrfy: boolean;
+  /** Wait before the greeting; a client talking before it gets 421 (smtp-server's early-talker check uses 100 ms). */
+  greetingDelayMs: number;
 }
 
 /** smtp-server's private connection internals this adapter relies on (pinned by package-lock and the e2e tests). */
@@ -44,11 +47,26 @@ type Callback = () => void;
 class FacteurConnection extends (SMTPConnection as unknown as new (server: unknown, socket: net.Socket | tls.TLSSocket, opts: unknown) => ConnectionInternals & {
   _onCommand(command: Buffer, cb: Callback): void;
   _isSupported(command: string): boolean;
+  _setListeners(cb: () => void): void;
+  connectionReady(): void;
   init(): void;
   on(ev: string, fn: (...a: unknown[]) => void): void;
 }) {
   private get policy(): ListenerPolicy {
     return this._server.facteurPolicy;
+  }
+
+  /** smtp-server's init() with the greeting delay made configurable (its fixed 100 ms caps short sessions' throughput). */
+  override init(): void {
+    this._setListeners(() => {
+      const self = this as unknown as { _server: { options: { maxClients?: number }; connections: Set<unknown> }; name: string };
+      if (self._server.options.maxClients && self._server.connections.size > self._server.options.maxClients) {
+        return this.send(421, `${self.name} Too many connected clients, try again in a moment`, false);
+      }
+      const delay = this.policy.greetingDelayMs;
+      if (delay <= 0) return setImmediate(() => this.connectionReady());
+      setTimeout(() => this.connectionReady(), delay).unref();
+    });
   }
 
   override send(code: number, data?: string | string[], context?: string | false): void {

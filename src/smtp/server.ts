@@ -42,6 +42,7 @@ export interface SmtpServiceOptions {
   timeoutMs: number;
   receivedAuthUser: boolean;
   vrfy: boolean;
+  greetingDelayMs: number;
   bareNewline: 'reject' | 'normalize';
   mechList: string[];
   verifier: PasswordVerifier;
@@ -101,7 +102,7 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
   const bound: RunningSmtp['bound'] = [];
 
   for (const l of o.listeners) {
-    const policy: ListenerPolicy = { kind: l.kind, implicitTls: l.kind === 'submissions', starttls: l.starttls, auth: l.authRequired, vrfy: o.vrfy };
+    const policy: ListenerPolicy = { kind: l.kind, implicitTls: l.kind === 'submissions', starttls: l.starttls, auth: l.authRequired, vrfy: o.vrfy, greetingDelayMs: o.greetingDelayMs };
     const srv = new EngineServer(policy, {
       name: o.hostname,
       banner: 'facteur',

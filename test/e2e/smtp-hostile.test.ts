@@ -12,7 +12,7 @@ before(async () => {
   srv = await startTestSmtp({
     queue,
     verifier: new MapVerifier({ bob: { password: 'bob-secret', addresses: ['bob@example.org'] } }),
-    toml: `[server]\nhostname = "mx.test"\nlocal_domains = ["example.org"]\ntimeout = "1s"\nmax_connections_per_ip = 4\n`,
+    toml: `[server]\nhostname = "mx.test"\nlocal_domains = ["example.org"]\ntimeout = "1s"\nmax_connections_per_ip = 4\ngreeting_delay = "100ms"\n`,
     env: { FACTEUR_RATELIMIT_MESSAGES_PER_USER_PER_HOUR: '2' },
   });
 });
@@ -43,6 +43,14 @@ async function transaction(c: RawSmtp, body: Buffer | string): Promise<string> {
   c.send('\r\n.\r\n');
   return c.reply();
 }
+
+test('an early talker (before the greeting) is refused with 421', async () => {
+  const c = await RawSmtp.connect(srv.ports.inbound);
+  c.send('EHLO impatient.test\r\nMAIL FROM:<x@outside.test>\r\n');
+  assert.match(await c.reply(), /^421 .*You talk too soon/);
+  c.close();
+  await stillServes();
+});
 
 test('a 100 KB command line is refused and the connection closed; others are unaffected', async () => {
   const c = await inbound();

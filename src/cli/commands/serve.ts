@@ -196,6 +196,7 @@ export async function serve(o: ServeOptions): Promise<Served> {
     timeoutMs: durationMs(s.timeout as string),
     receivedAuthUser: s.received_auth_user as boolean,
     vrfy: s.vrfy as boolean,
+    greetingDelayMs: durationMs(s.greeting_delay as string),
     bareNewline: s.bare_newline as 'reject' | 'normalize',
     mechList: v.mechList,
     verifier: v.verifier,

@@ -31,9 +31,14 @@ export class SenderPolicy {
   /** Addresses reported by the backend at a successful AUTH, remembered as member addresses (bounded). */
   private readonly learned = new Map<string, string>();
   constructor(
-    private readonly o: SenderPolicyOptions,
+    private o: SenderPolicyOptions,
     private readonly maxLearned = 100_000,
   ) {}
+
+  /** Swap in a re-read sender map (SIGHUP). */
+  setMap(map: SenderMap): void {
+    this.o = { ...this.o, map };
+  }
 
   private owners(address: string): Set<string> | undefined {
     const a = parseAddress(address);

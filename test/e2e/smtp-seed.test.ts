@@ -78,6 +78,18 @@ test('wrong password through authd: 535 5.7.8; no AUTH before STARTTLS', async (
   c.close();
 });
 
+test('SIGHUP re-reads the sender map', async () => {
+  const c = await RawSmtp.connect(submissions, { tls: true });
+  await c.reply();
+  await c.cmd('EHLO client.test');
+  assert.match(await c.cmd(`AUTH PLAIN ${b64('\0alice@picasoft.test\0seed-secret')}`), /^235 /);
+  assert.match(await c.cmd('MAIL FROM:<new-alias@picasoft.test>'), /^553 5\.7\.1 /);
+  await fs.appendFile(path.join(dir, 'senders'), 'new-alias@picasoft.test  alice@picasoft.test\n');
+  proc.signal('SIGHUP');
+  await eventually(async () => ((await c.cmd('MAIL FROM:<new-alias@picasoft.test>')).startsWith('250') ? true : undefined), 'the new alias accepted');
+  c.close();
+});
+
 test('authd down: 454 4.7.0, so clients retry instead of asking for a new password', async () => {
   await authd.stop();
   const c = await RawSmtp.connect(submissions, { tls: true });

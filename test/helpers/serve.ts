@@ -241,6 +241,8 @@ export function runProgram(cmd: string, args: string[], input = ''): Promise<{ c
 export interface ServeProcess {
   stdout: () => string;
   stderr: () => string;
+  /** Send a signal without waiting (SIGHUP). */
+  signal(sig: NodeJS.Signals): void;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
@@ -258,6 +260,7 @@ export async function spawnServe(args: string[], env: NodeJS.ProcessEnv, port: n
   return {
     stdout: () => out,
     stderr: () => err,
+    signal: (sig) => void p.kill(sig),
     async stop(signal = 'SIGTERM') {
       if (p.exitCode === null && p.signalCode === null) p.kill(signal);
       return exited;

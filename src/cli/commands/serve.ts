@@ -64,6 +64,8 @@ export interface ServeOptions {
 
 export interface Served extends RunningSmtp {
   dataDir: string;
+  /** Re-read the sender map and the users file's addresses (SIGHUP). */
+  reload(): Promise<void>;
   metrics: FacteurMetrics;
   /** The /metrics and /health endpoint, when [metrics] listen is set. */
   observability?: ObservabilityServer;
@@ -178,12 +180,14 @@ export async function serve(o: ServeOptions): Promise<Served> {
   const metrics = o.metrics ?? createMetrics();
   const rl = cfg.ratelimit ? rateLimiterFromConfig(cfg.ratelimit as SectionValues<typeof ratelimit.params>, { log, metrics }) : undefined;
   const sender = new SenderPolicy({ map: await loadSenderMap(pol.sender_map as string), loginIsAddress: pol.login_is_address as boolean });
-  if (v.usersFile) {
-    // Members' addresses from the users file, so port 25 can refuse them as unauthenticated senders (re-read at restart;
-    // addresses of later users are learned at their first AUTH).
+  const learnUsersFile = async () => {
+    if (!v.usersFile) return;
+    // Members' addresses from the users file, so port 25 can refuse them as unauthenticated senders (re-read on SIGHUP;
+    // addresses of users added since are also learned at their first AUTH).
     const parsed = await readUsersFile(v.usersFile).catch(() => null);
     for (const e of parsed?.users.values() ?? []) sender.learn(e.login, userAddresses(e));
-  }
+  };
+  await learnUsersFile();
   const running = await startSmtpService({
     hostname,
     localDomains: s.local_domains as string[],
@@ -229,6 +233,11 @@ export async function serve(o: ServeOptions): Promise<Served> {
     dataDir,
     metrics,
     observability,
+    async reload() {
+      sender.setMap(await loadSenderMap(pol.sender_map as string));
+      await learnUsersFile();
+      log.info('reloaded the sender map and the users file addresses');
+    },
     async stopAll() {
       await observability?.close();
       await running.close();
@@ -264,11 +273,16 @@ export async function run(argv: string[]): Promise<number> {
   if (dataDir) config.server.data_dir = dataDir;
   const served = await serve({ config });
   if (embedded) printWelcome(served, config);
+  const onHup = () => {
+    served.reload().catch((err: unknown) => process.stderr.write(`facteur serve: reload failed, keeping the previous sender map: ${(err as Error).message}\n`));
+  };
+  process.on('SIGHUP', onHup);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+  process.off('SIGHUP', onHup);
   await served.stopAll();
   return 0;
 }

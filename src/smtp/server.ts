@@ -352,6 +352,7 @@ async function receive(o: SmtpServiceOptions, l: ListenerConfig, stream: SMTPSer
   let queueError: unknown;
   let refused: SmtpReply | undefined;
   let fromChecked = !(user && o.fromHeaderCheck === 'reject');
+  let clientGone = false;
   const commit = o.queue.commit(envelope, out as Readable).catch((err: unknown) => {
     queueError = err;
     return undefined;
@@ -397,6 +398,7 @@ async function receive(o: SmtpServiceOptions, l: ListenerConfig, stream: SMTPSer
       resolve();
     });
     stream.once('error', (err) => {
+      clientGone = true;
       out.destroy(err);
       resolve();
     });
@@ -408,6 +410,11 @@ async function receive(o: SmtpServiceOptions, l: ListenerConfig, stream: SMTPSer
       if (stream.isPaused()) stream.resume();
     });
   });
+  if (clientGone) {
+    await commit;
+    o.log.info({ listener: l.kind, client: session.remoteAddress, bytes: inspector.bytes }, 'client left during DATA; nothing queued');
+    throw Replies.internal();
+  }
   if (refused) {
     await commit;
     o.log.info({ listener: l.kind, client: session.remoteAddress, reply: refused.toString() }, 'message refused');

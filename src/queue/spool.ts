@@ -290,15 +290,17 @@ export class Spool implements QueueWriter {
       try {
         fh = await fsp.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
       } catch (err) {
+        await drain(message);
         throw spoolError(err, 'write');
       }
+      const handle = fh;
       const hash = crypto.createHash('sha256');
       let pos = 0;
       const write = async (buf: Buffer) => {
         hash.update(buf);
         let off = 0;
         while (off < buf.length) {
-          const { bytesWritten } = await fh!.write(buf, off, buf.length - off, pos);
+          const { bytesWritten } = await handle.write(buf, off, buf.length - off, pos);
           off += bytesWritten;
           pos += bytesWritten;
         }
@@ -308,7 +310,10 @@ export class Spool implements QueueWriter {
       let pendingLen = head.length;
       let size = 0;
       // The reader's own errors (client gone, size limit) propagate unchanged; only disk errors become spool errors.
+      // After a disk error the rest of the message is read and dropped, so the SMTP side can still answer after the dot.
+      let diskError: unknown;
       for await (const chunk of message) {
+        if (diskError) continue;
         const b = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : (chunk as Buffer);
         size += b.length;
         pending.push(b);
@@ -320,17 +325,22 @@ export class Spool implements QueueWriter {
           try {
             await write(out);
           } catch (err) {
-            throw spoolError(err, 'write');
+            diskError = err;
+            pending = [];
+            await handle.close().catch(() => undefined);
+            fh = undefined;
+            await fsp.rm(tmp, { force: true }).catch(() => undefined);
           }
         }
       }
+      if (diskError) throw spoolError(diskError, 'write');
       try {
         if (pendingLen) await write(Buffer.concat(pending, pendingLen));
         const t = trailer(size, hash.digest('hex'));
         let off = 0;
-        while (off < t.length) off += (await fh.write(t, off, t.length - off, pos + off)).bytesWritten;
-        await fh.datasync();
-        await fh.close();
+        while (off < t.length) off += (await handle.write(t, off, t.length - off, pos + off)).bytesWritten;
+        await handle.datasync();
+        await handle.close();
         fh = undefined;
         await fsp.rename(tmp, this.fileOf('active', id));
         written = true;
@@ -463,6 +473,17 @@ export class Spool implements QueueWriter {
     await fsp.rm(path.join(this.dirOf('status'), `${id}.json`), { force: true });
     if (st) await this.syncer(this.dirOf(st)).sync();
     return st !== undefined;
+  }
+}
+
+/** Read and drop the rest of a stream (so the sender can still be answered); its own errors are ignored here. */
+async function drain(r: Readable): Promise<void> {
+  try {
+    for await (const _chunk of r) {
+      /* dropped */
+    }
+  } catch {
+    /* the caller reports the disk error */
   }
 }
 

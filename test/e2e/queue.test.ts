@@ -17,6 +17,7 @@ import { parseTransportMap } from '../../src/delivery/routing.js';
 import { createLogger } from '../../src/observability/log.js';
 import { startSink, type Sink } from '../helpers/sink.js';
 import { tempDir } from '../helpers/net.js';
+import { RawSmtp, startTestSmtp } from '../helpers/serve.js';
 
 const execFileP = promisify(execFile);
 const FACTEUR = path.resolve('bin/facteur');
@@ -171,6 +172,44 @@ describe('disk full and read-only spool', () => {
       assert.equal((await spool.ids('active')).length, n);
     } finally {
       spawnSync('mount', ['-o', 'remount,rw', dir]);
+    }
+  });
+});
+
+describe('SMTP over a full or read-only spool', () => {
+  test('disk full answers 452, read-only answers 451, and nothing is acknowledged that is not stored', async () => {
+    const qdir = await tempDir('facteur-smtpfull-');
+    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', qdir]);
+    assert.equal(r.status, 0, `mount tmpfs: ${r.stderr}`);
+    mounts.push(qdir);
+    const srv = await startTestSmtp({ toml: `[queue]\ndir = ${JSON.stringify(qdir)}\n` });
+    const send = async (body: string): Promise<string> => {
+      const c = await RawSmtp.connect(srv.ports.inbound);
+      await c.reply();
+      await c.cmd('EHLO client.test');
+      assert.match(await c.cmd('MAIL FROM:<a@client.test>'), /^250/);
+      assert.match(await c.cmd('RCPT TO:<bob@example.org>'), /^250/);
+      assert.match(await c.cmd('DATA'), /^354/);
+      const reply = await c.cmd(`${body}\r\n.`);
+      c.send('QUIT\r\n');
+      return reply;
+    };
+    try {
+      const spool = await Spool.open(qdir, { recover: false });
+      assert.match(await send('Subject: fits\r\n\r\nsmall'), /^250 /);
+      const big = `Subject: big\r\n\r\n${`${'b'.repeat(998)}\r\n`.repeat(400)}`;
+      assert.match(await send(big), /^452 4\.3\.1/);
+      assert.equal((await spool.ids('active')).length, 1);
+      assert.deepEqual(await fs.readdir(path.join(qdir, 'incoming')), []);
+      assert.equal(spawnSync('mount', ['-o', 'remount,ro', qdir]).status, 0);
+      try {
+        assert.match(await send('Subject: ro\r\n\r\nsmall'), /^451 /);
+      } finally {
+        spawnSync('mount', ['-o', 'remount,rw', qdir]);
+      }
+      assert.equal((await spool.ids('active')).length, 1);
+    } finally {
+      await srv.served.stopAll();
     }
   });
 });

@@ -14,6 +14,9 @@
 // Not supported (verifyPasswordHash answers null): yescrypt `$y$` (no well-kept JavaScript implementation exists; Debian 12's
 // default for /etc/shadow), traditional DES crypt, `{SASL}`, `{K5KEY}` and any other scheme. A malformed value of a known scheme answers false.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { Worker } from 'node:worker_threads';
 import { argon2i, argon2id, bcrypt } from 'hash-wasm';
 
 /** Parameters of new hashes: OWASP's argon2id recommendation (19 MiB, 2 passes, 1 lane) — affordable per login, still memory-hard. */
@@ -23,6 +26,78 @@ export const ARGON2_PARAMS = { memorySize: 19456, iterations: 2, parallelism: 1,
 export const MAX_SHA_CRYPT_ROUNDS = 10_000_000;
 /** argon2 memory above this (KiB) is refused, for the same reason. */
 export const MAX_ARGON2_MEMORY_KIB = 1024 * 1024;
+
+// ---- worker pool: argon2 and bcrypt take tens of milliseconds of CPU; they run on worker threads, off the event loop ----
+
+type HashJob =
+  | { op: 'argon2id' | 'argon2i'; opts: { password: Uint8Array; salt: Uint8Array; iterations: number; parallelism: number; memorySize: number; hashLength: number } }
+  | { op: 'bcrypt'; opts: { password: Uint8Array; salt: Uint8Array; costFactor: number } };
+
+// Plain CommonJS so that the worker needs no TypeScript loader; it only calls hash-wasm.
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const hw = require(workerData.hashWasm);
+parentPort.on('message', (m) => {
+  Promise.resolve()
+    .then(() => (m.op === 'bcrypt' ? hw.bcrypt({ ...m.opts, outputType: 'encoded' }) : hw[m.op]({ ...m.opts, outputType: 'binary' })))
+    .then((r) => parentPort.postMessage({ id: m.id, ok: true, r }), (e) => parentPort.postMessage({ id: m.id, ok: false, e: String((e && e.message) || e) }));
+});
+`;
+
+/** Worker threads for the slow hashes; falls back to the calling thread if workers cannot start. */
+class HashPool {
+  private readonly workers: Array<{ w: Worker; jobs: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }> }> = [];
+  private nextId = 1;
+  private broken = false;
+  constructor(private readonly size: number) {}
+
+  private spawn() {
+    const hashWasm = createRequire(import.meta.url).resolve('hash-wasm');
+    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { hashWasm } });
+    const entry = { w, jobs: new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>() };
+    w.unref();
+    w.on('message', (m: { id: number; ok: boolean; r?: unknown; e?: string }) => {
+      const job = entry.jobs.get(m.id);
+      if (!job) return;
+      entry.jobs.delete(m.id);
+      if (entry.jobs.size === 0) w.unref();
+      if (m.ok) job.resolve(m.r);
+      else job.reject(new Error(m.e ?? 'hash worker error'));
+    });
+    const die = (err: Error) => {
+      const i = this.workers.indexOf(entry);
+      if (i >= 0) this.workers.splice(i, 1);
+      for (const job of entry.jobs.values()) job.reject(err);
+      entry.jobs.clear();
+    };
+    w.on('error', die);
+    w.on('exit', () => die(new Error('hash worker exited')));
+    this.workers.push(entry);
+    return entry;
+  }
+
+  async run(job: HashJob): Promise<unknown> {
+    if (!this.broken) {
+      try {
+        let entry = this.workers.reduce<(typeof this.workers)[number] | undefined>((best, e) => (!best || e.jobs.size < best.jobs.size ? e : best), undefined);
+        if (!entry || (entry.jobs.size > 0 && this.workers.length < this.size)) entry = this.spawn();
+        const id = this.nextId++;
+        const result = new Promise((resolve, reject) => entry!.jobs.set(id, { resolve, reject }));
+        entry.w.ref(); // a pending job keeps the process alive (a CLI awaiting a hash must not exit)
+        entry.w.postMessage({ id, ...job });
+        return await result;
+      } catch (err) {
+        if (this.workers.length > 0) throw err;
+        this.broken = true; // workers unavailable (e.g. a sandbox): compute here instead
+      }
+    }
+    if (job.op === 'bcrypt') return bcrypt({ ...job.opts, outputType: 'encoded' });
+    return (job.op === 'argon2id' ? argon2id : argon2i)({ ...job.opts, outputType: 'binary' });
+  }
+}
+
+/** Up to 4 worker threads, at least 2: enough to keep the event loop free, few enough to leave cores to the rest. */
+export const hashPool = new HashPool(Math.max(2, Math.min(4, os.availableParallelism?.() ?? 2)));
 
 /** Compare two byte strings without leaking where they differ. Lengths are not secret (they come from the hash format). */
 export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
@@ -128,8 +203,7 @@ async function verifyArgon2(pw: Buffer, value: string): Promise<boolean> {
   if (!salt || !expected || salt.length < 8 || expected.length < 4 || expected.length > 1024) return false;
   if (parallelism < 1 || parallelism > 255 || iterations < 1 || iterations > 64) return false;
   if (memorySize < 8 * parallelism || memorySize > MAX_ARGON2_MEMORY_KIB) return false;
-  const fn = variant === 'argon2id' ? argon2id : argon2i;
-  const actual = await fn({ password: pw, salt, iterations, parallelism, memorySize, hashLength: expected.length, outputType: 'binary' });
+  const actual = (await hashPool.run({ op: variant === 'argon2id' ? 'argon2id' : 'argon2i', opts: { password: pw, salt, iterations, parallelism, memorySize, hashLength: expected.length } })) as Uint8Array;
   return constantTimeEqual(actual, expected);
 }
 
@@ -137,15 +211,10 @@ async function verifyArgon2(pw: Buffer, value: string): Promise<boolean> {
 export async function hashPassword(password: string): Promise<string> {
   const p = ARGON2_PARAMS;
   const salt = randomBytes(p.saltLength);
-  const out = await argon2id({
-    password: Buffer.from(password, 'utf8'),
-    salt,
-    iterations: p.iterations,
-    parallelism: p.parallelism,
-    memorySize: p.memorySize,
-    hashLength: p.hashLength,
-    outputType: 'binary',
-  });
+  const out = (await hashPool.run({
+    op: 'argon2id',
+    opts: { password: Buffer.from(password, 'utf8'), salt, iterations: p.iterations, parallelism: p.parallelism, memorySize: p.memorySize, hashLength: p.hashLength },
+  })) as Uint8Array;
   return `$argon2id$v=19$m=${p.memorySize},t=${p.iterations},p=${p.parallelism}$${b64NoPad(salt)}$${b64NoPad(out)}`;
 }
 
@@ -181,7 +250,7 @@ async function verifyBcrypt(pw: Buffer, value: string): Promise<boolean> {
   const salt = bcryptDecode(m[2]!, 16);
   if (!salt) return false;
   // bcrypt uses at most 72 bytes of the password (every implementation truncates).
-  const encoded = await bcrypt({ password: pw.subarray(0, 72), salt, costFactor: cost, outputType: 'encoded' });
+  const encoded = (await hashPool.run({ op: 'bcrypt', opts: { password: pw.subarray(0, 72), salt, costFactor: cost } })) as string;
   return constantTimeEqual(Buffer.from(encoded.slice(-31)), Buffer.from(m[3]!));
 }
 

@@ -99,3 +99,19 @@ test('a password longer than 72 bytes: bcrypt compares the first 72 bytes, like 
   assert.equal(await verifyPasswordHash('b'.repeat(72) + 'c', h), true);
   assert.equal(await verifyPasswordHash('b'.repeat(71), h), false);
 });
+
+test('argon2 and bcrypt run on worker threads: the event loop keeps turning during a verification', async () => {
+  const h = doveadm('ARGON2ID', 'slow one'); // 64 MiB, 3 passes
+  let turns = 0;
+  let done = false;
+  const spin = () => {
+    if (done) return;
+    turns++;
+    setImmediate(spin);
+  };
+  setImmediate(spin);
+  const results = await Promise.all([verifyPasswordHash('slow one', h), verifyPasswordHash('slow two', h), verifyPasswordHash('x', doveadm('BLF-CRYPT', 'x'))]);
+  done = true;
+  assert.deepEqual(results, [true, false, true]);
+  assert.ok(turns > 10, `event loop turned ${turns} times`);
+});

@@ -66,7 +66,11 @@ test('inbound mail for localhost is queued and delivered to a Maildir; other dom
 test('a user added with the printed command can submit over STARTTLS and implicit TLS', async () => {
   const add = await facteur(['user', 'add', '--file', path.join(data, 'users'), 'alice@localhost'], 'first message\nfirst message\n');
   assert.equal(add.code, 0, add.stderr);
-  const sub = await runProgram('swaks', ['--server', `127.0.0.1:${ports.submission}`, '--tls', '--auth', 'PLAIN', '--auth-user', 'alice@localhost', '--auth-password', 'first message', '--from', 'alice@localhost', '--to', 'alice@localhost', '--hide-all']);
+  // The swaks command exactly as printed (continuation lines joined, PASSWORD filled in), so a wrong hint fails here.
+  const printed = /^\s*(swaks [^\n]*\\\n[^\n]*)$/m.exec(proc.stdout())![1].replace(/\\\n\s*/, ' ').replace("'PASSWORD'", "'first message'");
+  const argv = [...printed.matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2]);
+  assert.equal(argv[0], 'swaks');
+  const sub = await runProgram('swaks', [...argv.slice(1), '--hide-all']);
   assert.equal(sub.code, 0, sub.stdout);
   const ssl = await runProgram('swaks', ['--server', `127.0.0.1:${ports.submissions}`, '--tls-on-connect', '--auth', 'LOGIN', '--auth-user', 'alice@localhost', '--auth-password', 'first message', '--from', 'alice@localhost', '--to', 'alice@localhost', '--hide-all']);
   assert.equal(ssl.code, 0, ssl.stdout);

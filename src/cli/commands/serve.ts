@@ -300,7 +300,7 @@ function printWelcome(served: Served, cfg: ConfigValues): void {
 Add a user:
   bin/facteur user add --file ${rel}/users alice@${domain}
 Send a first message:
-  swaks --server 127.0.0.1:${port('submission')} --tls --tls-verify=no --auth PLAIN \\
+  swaks --server 127.0.0.1:${port('submission')} --tls --auth PLAIN \\
         --auth-user alice@${domain} --auth-password 'PASSWORD' --from alice@${domain} --to alice@${domain}
 Stop with Ctrl-C.
 `);

@@ -9,7 +9,7 @@ export interface Param<T = unknown> {
   default: T;
   doc: string;
   /** Extra validation; return an error sentence (with the fix) or undefined. */
-  check?: (value: T) => string | undefined;
+  check?(value: T): string | undefined; // method syntax: a check may take its own value type (number, string[])
   /** Allowed values for enumerations. */
   oneOf?: readonly string[];
 }

@@ -1,0 +1,620 @@
+// `-a ldap -O /etc/saslauthd.conf`: verify passwords against an LDAP directory (saslauthd's auth_ldap/lak), on ldapts.
+// Trusts the directory's verdict only after checking it: binds are awaited and their result codes classified; TLS certificates are always verified.
+//
+// Methods (ldap_auth_method):
+//   bind      search the user's entry with the service account (pooled, multiplexed connections), then bind as the user's DN on a
+//             separate pooled connection (never the service one, so concurrent requests never see each other's identity)
+//   fastbind  bind as the DN built from ldap_filter (no search); addresses are read from the user's own entry afterwards
+//   custom    read ldap_password_attr with the service account and compare locally (src/auth/passwords.ts: {SSHA} {SSHA512} {SHA}
+//             {MD5} {SMD5} {CRYPT} ... ; an unprefixed value is compared as plaintext; an unknown {SCHEME} never matches)
+// Then the optional group check (ldap_group_dn + compare, or ldap_group_filter + search).
+// Verdicts: wrong password, unknown user, ambiguous login, not in the group -> `NO` (nothing said about which).
+// Directory down, timeout, TLS failure, busy/unavailable server, service bind refused -> tempfail `NO [UNAVAILABLE] ...`.
+// An empty password is always refused before any I/O (an LDAP simple bind with an empty password is an "unauthenticated bind" that
+// many servers answer with success). Logins, realms and services with control characters are refused.
+// Servers are tried in the order of ldap_servers; one that fails is skipped for 10 s (unless all are failing).
+// Speed: a login->DN mapping is remembered ldap_dn_cache_ttl seconds (facteur extension, default 60): a repeat login needs only the
+// user bind. The bind always happens; when it fails with a remembered DN, the search is done again before answering NO.
+import net from 'node:net';
+import tls from 'node:tls';
+import fs from 'node:fs';
+import path from 'node:path';
+import { timingSafeEqual, createHash } from 'node:crypto';
+import {
+  Client,
+  FilterParser,
+  ResultCodeError,
+  InvalidCredentialsError,
+  InvalidDNSyntaxError,
+  InsufficientAccessError,
+  InappropriateAuthError,
+  UnwillingToPerformError,
+  NoSuchObjectError,
+  NoSuchAttributeError,
+  UndefinedTypeError,
+  SizeLimitExceededError,
+  type Entry,
+} from 'ldapts';
+import { ConfigError } from '../../../lib/errors.js';
+import { verifyPasswordHash } from '../../passwords.js';
+import { fail, ok, tempfail, type AuthBackend, type AuthResult, type BackendFactory, type Credentials, type Explain, type VerifyOptions } from '../../types.js';
+import { readLdapConfig, type LdapConfig } from './config.js';
+import { expand, type TokenValues } from './tokens.js';
+
+export const DEFAULT_CONFIG_FILE = '/etc/saslauthd.conf';
+/** A server that failed is skipped this long (unless every server is failing). */
+const SERVER_BACKOFF_MS = 10_000;
+/** Bound on the login->DN cache. */
+const DN_CACHE_MAX = 10_000;
+/** Idle user-bind connections kept per server = poolSize * this. */
+const USER_IDLE_FACTOR = 4;
+
+/** The directory (or the way to it) failed: try the next server, answer tempfail if none works. */
+class ServerTrouble extends Error {
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super(message, opts);
+  }
+}
+
+class Aborted extends Error {}
+
+interface Server {
+  url: string;
+  host: string;
+  secure: boolean;
+  downUntil: number;
+  svc: Conn[];
+  idleUser: Conn[];
+}
+
+class Conn {
+  inflight = 0;
+  dead = false;
+  used = false;
+  constructor(
+    readonly client: Client,
+    readonly server: Server,
+  ) {}
+  alive(): boolean {
+    return !this.dead && this.client.isConnected;
+  }
+  kill(): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.client.unbind().catch(() => {});
+  }
+}
+
+interface DnCacheEntry {
+  dn: string;
+  addresses: string[];
+  expires: number;
+}
+
+const CONTROL = /[\0-\x1f\x7f]/;
+
+function errText(err: unknown): string {
+  if (err instanceof ResultCodeError) return `${err.constructor.name} (code ${err.code})`;
+  const e = err as NodeJS.ErrnoException;
+  return e?.code ? `${e.code}` : String(e?.message ?? err);
+}
+
+function loadPem(file: string, key: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new ConfigError(`${key}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
+  }
+}
+
+/** TLS options shared by ldaps:// and StartTLS: verification is never turned off. */
+function tlsOptionsFor(cfg: LdapConfig): tls.ConnectionOptions {
+  const o: tls.ConnectionOptions = { rejectUnauthorized: true };
+  const cas: Buffer[] = [];
+  if (cfg.tlsCacertFile) cas.push(loadPem(cfg.tlsCacertFile, 'ldap_tls_cacert_file'));
+  if (cfg.tlsCacertDir) {
+    let names: string[];
+    try {
+      names = fs.readdirSync(cfg.tlsCacertDir);
+    } catch (err) {
+      throw new ConfigError(`ldap_tls_cacert_dir: cannot read ${cfg.tlsCacertDir} (${(err as NodeJS.ErrnoException).code ?? ''})`, { cause: err });
+    }
+    for (const n of names.sort()) {
+      const p = path.join(cfg.tlsCacertDir, n);
+      try {
+        if (!fs.statSync(p).isFile()) continue;
+        const pem = fs.readFileSync(p);
+        if (pem.includes('-----BEGIN CERTIFICATE-----')) cas.push(pem);
+      } catch {
+        // unreadable entries of a CA directory are skipped, as OpenSSL does
+      }
+    }
+    if (cas.length === 0) throw new ConfigError(`ldap_tls_cacert_dir: ${cfg.tlsCacertDir} holds no PEM certificate`);
+  }
+  if (cas.length) o.ca = cas;
+  if (cfg.tlsCert && cfg.tlsKey) {
+    o.cert = loadPem(cfg.tlsCert, 'ldap_tls_cert');
+    o.key = loadPem(cfg.tlsKey, 'ldap_tls_key');
+  }
+  if (cfg.tlsCiphers) o.ciphers = cfg.tlsCiphers;
+  try {
+    tls.createSecureContext(o);
+  } catch (err) {
+    throw new ConfigError(`ldap_tls_*: the CA, certificate or key files cannot be used (${(err as Error).message})`, { cause: err });
+  }
+  return o;
+}
+
+function firstValues(entry: Entry, names: string[]): string[] {
+  const out: string[] = [];
+  const wanted = new Set(names.map((n) => n.toLowerCase()));
+  for (const [k, v] of Object.entries(entry)) {
+    if (k === 'dn' || !wanted.has(k.toLowerCase())) continue;
+    for (const x of Array.isArray(v) ? v : [v]) if (typeof x === 'string' && x !== '') out.push(x);
+  }
+  return out;
+}
+
+function constantTimeEq(a: string, b: string): boolean {
+  const da = createHash('sha256').update(a, 'utf8').digest();
+  const db = createHash('sha256').update(b, 'utf8').digest();
+  return timingSafeEqual(da, db) && a === b;
+}
+
+export class LdapBackend implements AuthBackend {
+  readonly name = 'ldap';
+  private servers: Server[] = [];
+  private tlsOpts: tls.ConnectionOptions = {};
+  private dnCache = new Map<string, DnCacheEntry>();
+  private closed = false;
+
+  constructor(
+    private cfg: LdapConfig,
+    private readonly file: string,
+    private readonly log: (m: string) => void,
+  ) {
+    this.apply(cfg);
+  }
+
+  private apply(cfg: LdapConfig): void {
+    this.tlsOpts = tlsOptionsFor(cfg);
+    this.cfg = cfg;
+    this.servers = cfg.servers.map((u) => {
+      const url = new URL(u);
+      const host = url.hostname.replace(/^\[|\]$/g, '');
+      return { url: `${url.protocol}//${url.host}`, host, secure: url.protocol === 'ldaps:', downUntil: 0, svc: [], idleUser: [] };
+    });
+    this.dnCache.clear();
+  }
+
+  async reload(): Promise<void> {
+    const cfg = loadConfig(this.file);
+    const old = this.servers;
+    this.apply(cfg);
+    for (const s of old) for (const c of [...s.svc, ...s.idleUser]) c.kill();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const s of this.servers) {
+      for (const c of [...s.svc, ...s.idleUser]) c.kill();
+      s.svc = [];
+      s.idleUser = [];
+    }
+  }
+
+  async verify(creds: Credentials, opts: VerifyOptions): Promise<AuthResult> {
+    const explain: Explain = opts.explain ?? (() => {});
+    if (creds.login === '') {
+      explain('empty login: refused');
+      return fail();
+    }
+    if (creds.password === '') {
+      explain('empty password: refused without asking the directory (it would be an LDAP unauthenticated bind)');
+      return fail();
+    }
+    if (CONTROL.test(creds.login) || CONTROL.test(creds.realm) || CONTROL.test(creds.service)) {
+      explain('login, realm or service contains control characters: refused');
+      return fail();
+    }
+    if (this.closed) return tempfail('LDAP backend is shut down');
+    const vals: TokenValues = { login: creds.login, realm: creds.realm || this.cfg.defaultRealm, service: creds.service };
+    const now = Date.now();
+    const up = this.servers.filter((s) => s.downUntil <= now);
+    const order = up.length ? up : this.servers;
+    if (!up.length) explain('every server failed recently: trying them all again');
+    let last = '';
+    for (const server of order) {
+      if (opts.signal.aborted) break;
+      explain(`server ${server.url}${server.secure ? ' (LDAPS)' : this.cfg.startTls ? ' (StartTLS)' : ''}`);
+      try {
+        const r = await this.attempt(server, vals, creds.password, opts.signal, explain);
+        server.downUntil = 0;
+        return r;
+      } catch (err) {
+        if (err instanceof Aborted || opts.signal.aborted) {
+          explain('aborted: the request ran out of time');
+          return tempfail('LDAP directory did not answer in time');
+        }
+        const why = err instanceof ServerTrouble ? err.message : `unexpected error: ${errText(err)}`;
+        explain(`server ${server.url} failed: ${why}`);
+        this.log(`LDAP server ${server.url} failed: ${why}`);
+        server.downUntil = Date.now() + SERVER_BACKOFF_MS;
+        last = why;
+      }
+    }
+    if (opts.signal.aborted) return tempfail('LDAP directory did not answer in time');
+    return tempfail(last ? 'LDAP directory unavailable' : 'no LDAP server configured');
+  }
+
+  private async attempt(server: Server, vals: TokenValues, password: string, signal: AbortSignal, explain: Explain): Promise<AuthResult> {
+    const cfg = this.cfg;
+    if (cfg.authMethod === 'fastbind') {
+      const dn = expand(cfg.filter, vals, 'dn');
+      explain(`fastbind: DN ${dn}`);
+      const bound = await this.userBind(server, dn, password, signal, explain, true);
+      if (!bound.ok) return fail();
+      if (!(await this.groupCheck(server, dn, vals, signal, explain))) return fail();
+      return ok('', bound.addresses);
+    }
+
+    const base = expand(cfg.searchBase, vals, 'dn');
+    const filter = expand(cfg.filter, vals, 'filter');
+    if (cfg.authMethod === 'custom') {
+      const entry = await this.findUser(server, base, filter, [cfg.passwordAttr, ...cfg.mailAttrs], signal, explain);
+      if (!entry) return fail();
+      const stored = firstValues(entry, [cfg.passwordAttr]);
+      if (!stored.length) {
+        explain(`entry has no readable ${cfg.passwordAttr} (check the service account's access)`);
+        return fail();
+      }
+      let match = false;
+      for (const s of stored) if (await checkStored(password, s, explain)) match = true;
+      explain(`password compare (${cfg.passwordAttr}): ${match ? 'match' : 'no match'}`);
+      if (!match) return fail();
+      if (!(await this.groupCheck(server, entry.dn, vals, signal, explain))) return fail();
+      return ok('', firstValues(entry, cfg.mailAttrs));
+    }
+
+    // bind
+    const key = `${base}\0${filter}`;
+    const cached = this.cacheGet(key);
+    if (cached) {
+      explain(`DN from cache: ${cached.dn}`);
+      const b = await this.userBind(server, cached.dn, password, signal, explain, false);
+      if (b.ok) {
+        if (!(await this.groupCheck(server, cached.dn, vals, signal, explain))) return fail();
+        return ok('', cached.addresses);
+      }
+      this.dnCache.delete(key);
+      explain('bind with the cached DN failed: searching again');
+    }
+    const entry = await this.findUser(server, base, filter, cfg.mailAttrs, signal, explain);
+    if (!entry) return fail();
+    const dn = entry.dn;
+    const addresses = firstValues(entry, cfg.mailAttrs);
+    if (cached && cached.dn === dn) return fail();
+    const b = await this.userBind(server, dn, password, signal, explain, false);
+    if (!b.ok) return fail();
+    if (cfg.dnCacheTtl > 0) this.cachePut(key, { dn, addresses, expires: Date.now() + cfg.dnCacheTtl * 1000 });
+    if (!(await this.groupCheck(server, dn, vals, signal, explain))) return fail();
+    return ok('', addresses);
+  }
+
+  private cacheGet(key: string): DnCacheEntry | undefined {
+    const e = this.dnCache.get(key);
+    if (!e) return undefined;
+    if (e.expires <= Date.now()) {
+      this.dnCache.delete(key);
+      return undefined;
+    }
+    return e;
+  }
+
+  private cachePut(key: string, e: DnCacheEntry): void {
+    this.dnCache.delete(key);
+    this.dnCache.set(key, e);
+    while (this.dnCache.size > DN_CACHE_MAX) this.dnCache.delete(this.dnCache.keys().next().value!);
+  }
+
+  /** Search the user's entry with the service account. null = not found (or ambiguous). */
+  private async findUser(server: Server, base: string, filter: string, attributes: string[], signal: AbortSignal, explain: Explain): Promise<Entry | null> {
+    const cfg = this.cfg;
+    explain(`search base "${base}" scope ${cfg.scope} filter ${filter}`);
+    let entries: Entry[];
+    try {
+      entries = await this.withService(server, signal, async (c) => {
+        const r = await c.client.search(base, {
+          scope: cfg.scope,
+          filter,
+          attributes: attributes.length ? attributes : ['1.1'],
+          sizeLimit: cfg.sizeLimit,
+          timeLimit: cfg.timeLimit,
+          derefAliases: cfg.deref,
+        });
+        return r.searchEntries;
+      });
+    } catch (err) {
+      if (err instanceof NoSuchObjectError) {
+        explain('search base does not exist: user not found');
+        return null;
+      }
+      if (err instanceof SizeLimitExceededError) {
+        explain('more entries than ldap_size_limit match: ambiguous login refused');
+        return null;
+      }
+      throw err;
+    }
+    if (entries.length === 0) {
+      explain('no entry found');
+      return null;
+    }
+    if (entries.length > 1) {
+      explain(`${entries.length} entries found: ambiguous login refused`);
+      return null;
+    }
+    explain(`found DN ${entries[0]!.dn}`);
+    return entries[0]!;
+  }
+
+  /** Bind as the user on a pooled user connection. `readSelf`: afterwards read the mail attributes of the bound entry (fastbind). */
+  private async userBind(server: Server, dn: string, password: string, signal: AbortSignal, explain: Explain, readSelf: boolean): Promise<{ ok: boolean; addresses?: string[] }> {
+    return this.withUserConn(server, signal, async (c) => {
+      try {
+        await c.client.bind(dn, password);
+      } catch (err) {
+        if (err instanceof InvalidCredentialsError || err instanceof InvalidDNSyntaxError || err instanceof InsufficientAccessError || err instanceof InappropriateAuthError || err instanceof UnwillingToPerformError || err instanceof NoSuchObjectError) {
+          explain(`bind as ${dn}: refused (${errText(err)})`);
+          return { ok: false };
+        }
+        throw err;
+      }
+      explain(`bind as ${dn}: success`);
+      let addresses: string[] | undefined;
+      if (readSelf && this.cfg.mailAttrs.length) {
+        try {
+          const r = await c.client.search(dn, { scope: 'base', filter: '(objectClass=*)', attributes: this.cfg.mailAttrs, sizeLimit: 1, timeLimit: this.cfg.timeLimit });
+          if (r.searchEntries[0]) addresses = firstValues(r.searchEntries[0], this.cfg.mailAttrs);
+        } catch (err) {
+          if (!(err instanceof ResultCodeError)) throw err;
+          explain(`reading the user's own addresses failed (${errText(err)}): none returned`);
+        }
+      }
+      return { ok: true, addresses };
+    });
+  }
+
+  private async groupCheck(server: Server, userDn: string, vals: TokenValues, signal: AbortSignal, explain: Explain): Promise<boolean> {
+    const cfg = this.cfg;
+    const v = { ...vals, dn: userDn };
+    if (cfg.groupMatchMethod === 'attr') {
+      if (!cfg.groupDn) return true;
+      const groupDn = expand(cfg.groupDn, v, 'dn');
+      try {
+        const member = await this.withService(server, signal, (c) => c.client.compare(groupDn, cfg.groupAttr, userDn));
+        explain(`group check: compare ${groupDn} ${cfg.groupAttr}=${userDn}: ${member ? 'member' : 'not a member'}`);
+        return member;
+      } catch (err) {
+        if (err instanceof NoSuchObjectError || err instanceof NoSuchAttributeError || err instanceof UndefinedTypeError) {
+          explain(`group check: ${groupDn}: ${errText(err)}: not a member`);
+          return false;
+        }
+        throw err;
+      }
+    }
+    if (!cfg.groupFilter) return true;
+    const base = expand(cfg.groupSearchBase, v, 'dn');
+    const filter = expand(cfg.groupFilter, v, 'filter');
+    try {
+      const n = await this.withService(server, signal, async (c) => {
+        const r = await c.client.search(base, { scope: cfg.groupScope, filter, attributes: ['1.1'], sizeLimit: 1, timeLimit: cfg.timeLimit, derefAliases: cfg.deref });
+        return r.searchEntries.length;
+      });
+      explain(`group check: search "${base}" ${filter}: ${n ? 'member' : 'not a member'}`);
+      return n > 0;
+    } catch (err) {
+      if (err instanceof SizeLimitExceededError) {
+        explain(`group check: search "${base}" ${filter}: several entries: member`);
+        return true;
+      }
+      if (err instanceof NoSuchObjectError) {
+        explain(`group check: base "${base}" does not exist: not a member`);
+        return false;
+      }
+      throw err;
+    }
+  }
+
+  // ---- connections ----
+
+  /** Open one connection: TCP (or TLS for ldaps://), then StartTLS when configured. Never reconnects silently afterwards. */
+  private async open(server: Server, signal: AbortSignal, explain?: Explain): Promise<Conn> {
+    const cfg = this.cfg;
+    let opened = false;
+    const once = <F extends (...a: never[]) => unknown>(fn: F): F =>
+      ((...a: Parameters<F>) => {
+        if (opened) throw new Error('LDAP connection closed (not reconnecting)');
+        opened = true;
+        return fn(...a);
+      }) as F;
+    const servername = net.isIP(server.host) ? undefined : server.host;
+    const client = new Client({
+      url: server.url,
+      timeout: cfg.timeoutMs,
+      connectTimeout: cfg.timeoutMs,
+      strictDN: false,
+      ...(server.secure
+        ? { tlsOptions: { ...this.tlsOpts, servername }, createSecureConnection: once(tls.connect) }
+        : { createConnection: once(net.connect) }),
+    });
+    const conn = new Conn(client, server);
+    if (cfg.startTls && !server.secure) {
+      // ldaps:// connects (TCP + TLS, under connectTimeout) on the first operation; StartTLS is done here, before anything else.
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${cfg.timeoutMs} ms`)), cfg.timeoutMs);
+      });
+      try {
+        await raceAbort(Promise.race([client.startTLS({ ...this.tlsOpts, host: server.host, servername }), timeout]), signal, () => conn.kill());
+      } catch (err) {
+        conn.kill();
+        if (err instanceof Aborted) throw err;
+        throw new ServerTrouble(`StartTLS failed: ${errText(err)}`, { cause: err });
+      } finally {
+        clearTimeout(timer);
+      }
+      explain?.(`StartTLS with ${server.url}: certificate verified`);
+    }
+    return conn;
+  }
+
+  private async newService(server: Server, signal: AbortSignal): Promise<Conn> {
+    const conn = await this.open(server, signal);
+    conn.inflight++;
+    try {
+      if (this.cfg.bindDn || this.cfg.bindPw) await raceAbort(conn.client.bind(this.cfg.bindDn, this.cfg.bindPw), signal, () => conn.kill());
+      // Anonymous service: no bind at all (an LDAPv3 connection starts anonymous).
+    } catch (err) {
+      conn.kill();
+      if (err instanceof Aborted) throw err;
+      if (err instanceof ResultCodeError) throw new ServerTrouble(`service bind as ${this.cfg.bindDn} refused: ${errText(err)} (check ldap_bind_dn/ldap_bind_pw)`, { cause: err });
+      throw new ServerTrouble(`connection failed: ${errText(err)}`, { cause: err });
+    } finally {
+      conn.inflight--;
+    }
+    return conn;
+  }
+
+  private async withService<T>(server: Server, signal: AbortSignal, fn: (c: Conn) => Promise<T>): Promise<T> {
+    server.svc = server.svc.filter((c) => !c.dead && (c.alive() || !c.used));
+    let conn: Conn | undefined;
+    let best: Conn | undefined;
+    for (const c of server.svc) if (!best || c.inflight < best.inflight) best = c;
+    if (best && (best.inflight === 0 || server.svc.length >= this.cfg.poolSize)) conn = best;
+    let fresh = false;
+    if (!conn) {
+      conn = await this.newService(server, signal);
+      server.svc.push(conn);
+      fresh = true;
+    }
+    try {
+      return await this.run(conn, signal, fn);
+    } catch (err) {
+      if (err instanceof ServerTrouble && !fresh && !signal.aborted) {
+        // A pooled connection may have been closed by the server while idle: one retry on a new connection.
+        const c2 = await this.newService(server, signal);
+        server.svc.push(c2);
+        return this.run(c2, signal, fn);
+      }
+      throw err;
+    }
+  }
+
+  private async withUserConn<T>(server: Server, signal: AbortSignal, fn: (c: Conn) => Promise<T>): Promise<T> {
+    let conn: Conn | undefined;
+    while (server.idleUser.length) {
+      const c = server.idleUser.pop()!;
+      if (c.alive()) {
+        conn = c;
+        break;
+      }
+      c.kill();
+    }
+    const reused = !!conn;
+    const attemptOn = async (c: Conn): Promise<T> => {
+      const r = await this.run(c, signal, fn);
+      if (c.alive() && !this.closed && server.idleUser.length < this.cfg.poolSize * USER_IDLE_FACTOR && this.servers.includes(server)) server.idleUser.push(c);
+      else c.kill();
+      return r;
+    };
+    try {
+      return await attemptOn(conn ?? (await this.open(server, signal)));
+    } catch (err) {
+      if (err instanceof ServerTrouble && reused && !signal.aborted) return attemptOn(await this.open(server, signal));
+      throw err;
+    }
+  }
+
+  /** Run one exchange on a connection: a non-LDAP error (socket, timeout) kills it and becomes ServerTrouble. */
+  private async run<T>(conn: Conn, signal: AbortSignal, fn: (c: Conn) => Promise<T>): Promise<T> {
+    conn.inflight++;
+    conn.used = true;
+    try {
+      return await raceAbort(fn(conn), signal, () => conn.kill());
+    } catch (err) {
+      if (err instanceof Aborted) throw err;
+      if (err instanceof ResultCodeError) {
+        if (isServerSide(err)) throw new ServerTrouble(`server answered ${errText(err)}`, { cause: err });
+        throw err;
+      }
+      conn.kill();
+      if (err instanceof ServerTrouble) throw err;
+      throw new ServerTrouble(`connection failed: ${errText(err)}`, { cause: err });
+    } finally {
+      conn.inflight--;
+    }
+  }
+}
+
+/** Result codes that say the server (not the user) has a problem. */
+function isServerSide(err: ResultCodeError): boolean {
+  // 3 timeLimitExceeded, 11 adminLimitExceeded, 51 busy, 52 unavailable, 80 other, 1 operationsError, 2 protocolError
+  return [1, 2, 3, 11, 51, 52, 80].includes(err.code);
+}
+
+async function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => void): Promise<T> {
+  if (signal.aborted) {
+    onAbort();
+    p.catch(() => {});
+    throw new Aborted('aborted');
+  }
+  let handler: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    handler = () => {
+      onAbort();
+      reject(new Aborted('aborted'));
+    };
+    signal.addEventListener('abort', handler, { once: true });
+  });
+  try {
+    return await Promise.race([p, aborted]);
+  } finally {
+    signal.removeEventListener('abort', handler!);
+    p.catch(() => {});
+  }
+}
+
+async function checkStored(password: string, stored: string, explain: Explain): Promise<boolean> {
+  const v = await verifyPasswordHash(password, stored);
+  if (v !== null) return v;
+  const scheme = /^\{([^}]*)\}/.exec(stored);
+  if (scheme) {
+    explain(`password scheme {${scheme[1]}} is not supported: no match`);
+    return false;
+  }
+  // No scheme: upstream compares the plaintext.
+  return constantTimeEq(password, stored);
+}
+
+function loadConfig(file: string): LdapConfig {
+  const cfg = readLdapConfig(file);
+  // The expanded filter must parse whatever the login is (hostile values are escaped): check with sample values.
+  const sample: TokenValues = { login: 'a*b(c)\\d@e.f', realm: 'r', service: 's', dn: 'cn=x' };
+  for (const [key, tpl] of [['ldap_filter', cfg.authMethod === 'fastbind' ? '' : cfg.filter], ['ldap_group_filter', cfg.groupFilter]] as const) {
+    if (!tpl) continue;
+    try {
+      FilterParser.parseString(expand(tpl, sample, 'filter'));
+    } catch (err) {
+      throw new ConfigError(`${file}: ${key}: "${tpl}" is not a valid LDAP filter (${(err as Error).message})`, { cause: err });
+    }
+  }
+  return cfg;
+}
+
+export const createLdapBackend: BackendFactory = async (option, ctx) => {
+  const file = option || DEFAULT_CONFIG_FILE;
+  const cfg = loadConfig(file);
+  const backend = new LdapBackend(cfg, file, ctx.log);
+  ctx.log(`LDAP: ${cfg.servers.join(' ')} method ${cfg.authMethod}${cfg.startTls ? ' StartTLS' : ''}${cfg.groupDn || cfg.groupFilter ? ' with group check' : ''}`);
+  return backend;
+};

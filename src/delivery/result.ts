@@ -12,6 +12,8 @@ export interface RcptResult {
   /** `smtp` when `reply` is a remote SMTP reply (used for Diagnostic-Code). */
   diagnosticType?: 'smtp';
   remoteMta?: string;
+  /** The next hop announced DSN and got our NOTIFY/ORCPT: success notices are its job now (RFC 3461 section 5.2.2). */
+  dsnPassedOn?: boolean;
 }
 
 export function cleanReply(text: string): string {

@@ -255,6 +255,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
       if (res.state !== 'delivered') rs.lastError = res.reply;
       if (res.state !== 'deferred') rs.finalAt = now;
       rs.diagnosticType = res.diagnosticType;
+      if (res.state === 'delivered' && res.dsnPassedOn) rs.notified = 'success'; // the next hop reports success itself
       log.info({ id, to: rs.address, status: res.state, dsn: res.status, relay: res.remoteMta, delay: (now - env.receivedAt) / 1000, reply: res.reply }, `delivery ${res.state}`);
     }
     // Expiry: still deferred after max_lifetime → give up.

@@ -32,7 +32,7 @@ export interface SendOutcome {
   results: RcptResult[];
 }
 
-type NmError = Error & { code?: string; response?: string; responseCode?: number; recipient?: string; rejectedErrors?: NmError[] };
+type NmError = Error & { code?: string; command?: string; response?: string; responseCode?: number; recipient?: string; rejectedErrors?: NmError[] };
 interface NmInfo {
   accepted: string[];
   rejected: string[];
@@ -116,8 +116,9 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
   } catch (err) {
     finish();
     const e = err as NmError;
-    // A 5xx greeting is a permanent refusal from this host; anything else: try the next one.
-    if (e.responseCode && e.responseCode >= 500) return { connected: true, results: job.rcpts.map((r) => fromReply(r.index, e.responseCode, e.response, remote)) };
+    // A 5xx greeting (RFC 5321 554) is a permanent refusal from this host; anything else (EHLO, STARTTLS, TLS
+    // required but not offered, network): try the next host, and keep the mail if none works.
+    if (e.command === 'CONN' && e.responseCode && e.responseCode >= 500) return { connected: true, results: job.rcpts.map((r) => fromReply(r.index, e.responseCode, e.response, remote)) };
     return { connected: false, error: `${hopName(job.hop)}: ${cleanReply(e.response || e.message)}`, results: [] };
   }
   if (o.auth) {
@@ -167,13 +168,13 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
       }
     }
     first = false;
-    results.push(...(await sendBatch(conn, job, batch, remote, failed)));
+    results.push(...(await sendBatch(conn, job, batch, remote, failed, extensions)));
   }
   finish();
   return { connected: true, results };
 }
 
-async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcpts'], remote: string, failed: Promise<never>): Promise<RcptResult[]> {
+async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcpts'], remote: string, failed: Promise<never>, extensions: string[]): Promise<RcptResult[]> {
   const p = job.envelope.rcptTo[batch[0].index];
   const dsn =
     job.envelope.dsn || p.notify || p.orcpt
@@ -210,9 +211,10 @@ async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcp
       const i = take(e.recipient);
       if (i !== undefined) out.push(fromReply(i, e.responseCode, e.response, remote));
     }
+    const dsnPassedOn = !job.lmtp && extensions.includes('DSN');
     for (const a of info.accepted) {
       const i = take(a);
-      if (i !== undefined) out.push(fromReply(i, 250, job.lmtp ? `250 2.0.0 delivered (LMTP)` : info.response, remote));
+      if (i !== undefined) out.push({ ...fromReply(i, 250, job.lmtp ? `250 2.0.0 delivered (LMTP)` : info.response, remote), dsnPassedOn });
     }
     // Anything not accounted for (should not happen): keep it for a retry rather than guess.
     for (const l of byAddr.values()) for (const i of l) out.push(local(i, 'deferred', '4.4.2', `no reply recorded for this recipient from ${remote}`, remote));

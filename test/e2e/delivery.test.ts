@@ -28,7 +28,7 @@ let handle: DeliveryHandle;
 let ok: Sink, soft: Sink, hard: Sink, noesmtp: Sink, lmtp: Sink, lmtpUnix: Sink;
 let hostile: net.Server;
 let hostilePort: number;
-const hostileMode = { mode: 'garbage' as 'garbage' | 'longline' | 'drop-in-data' | '421' | 'rcpt-mixed' };
+const hostileMode = { mode: 'garbage' as 'garbage' | 'longline' | 'drop-in-data' | '421' | '554' | 'rcpt-mixed' };
 const mxQueries: string[] = [];
 
 function msg(from: string, to: string, subject: string, extra = ''): string {
@@ -103,6 +103,9 @@ before(async () => {
       case '421':
         say('421 4.3.2 Service shutting down\r\n');
         sock.end();
+        return;
+      case '554':
+        say('554 5.7.1 No SMTP service here\r\n');
         return;
     }
     say('220 hostile ESMTP\r\n');
@@ -386,7 +389,7 @@ describe('delivery', () => {
     assert.equal(await spool.locate(id), undefined);
   });
 
-  test('hostile remote servers: garbage greeting, 2 MB line, 421, drop during DATA all defer; control characters in replies are cleaned', async () => {
+  test('hostile remote servers: garbage greeting, 2 MB line, 421, drop during DATA all defer; 554 greeting bounces; control characters in replies are cleaned', async () => {
     for (const mode of ['garbage', 'longline', '421', 'drop-in-data'] as const) {
       hostileMode.mode = mode;
       const id = await submit('sender@sender.test', ['v@hostile.test'], msg('sender@sender.test', 'v@hostile.test', `hostile ${mode}`));
@@ -397,14 +400,19 @@ describe('delivery', () => {
       assert.ok((e?.status.recipients[0].lastError ?? '').length <= 1000, mode);
       await spool.remove(id);
     }
-    hostileMode.mode = 'rcpt-mixed';
+    hostileMode.mode = '554';
     const n0 = (await bounces()).length;
+    const refusedId = await submit('sender@sender.test', ['w@hostile.test'], msg('sender@sender.test', 'w@hostile.test', 'hostile 554'));
+    await handle.tick();
+    assert.equal(await spool.locate(refusedId), undefined, 'a 554 greeting is a permanent refusal');
+    assert.match(deliveryStatus((await bounces()).at(-1)!), /Status: 5\.7\.1/);
+    hostileMode.mode = 'rcpt-mixed';
     const id = await submit('sender@sender.test', ['good@hostile.test', 'soft@hostile.test', 'hard@hostile.test'], msg('sender@sender.test', 'good@hostile.test', 'hostile mixed'));
     await handle.tick();
     const e = await spool.get(id);
     assert.deepEqual(e?.status.recipients.map((r) => [r.state, r.status]), [['delivered', '2.0.0'], ['deferred', '4.2.2'], ['failed', '5.1.1']]);
     assert.doesNotMatch(e?.status.recipients[2].lastError ?? '', /[\x00-\x1f]/);
-    assert.equal((await bounces()).length, n0 + 1);
+    assert.equal((await bounces()).length, n0 + 2);
     await spool.remove(id);
   });
   test('delay warning: one "delayed" DSN once a recipient is late by delay_warning, then the final bounce', async () => {

@@ -127,3 +127,201 @@ describe('bind method', () => {
     await Promise.all(jobs);
   });
 });
+
+describe('fastbind, custom, realms', () => {
+  test('fastbind: every hostile user binds with the DN built from the template (RFC 4514 escaping), wrong password NO', async () => {
+    const b = await backend(base(`ldap_auth_method: fastbind\nldap_filter: uid=%u,${'ou=people,dc=picasoft,dc=net'}`));
+    for (const user of slapd.users) {
+      const good = await check(b, user.login, user.password);
+      assert.equal(good.verdict, 'ok', user.login);
+      assert.deepEqual(good.addresses, user.mail, user.login);
+      assert.equal((await check(b, user.login, 'nope')).verdict, 'fail', user.login);
+    }
+  });
+
+  test('fastbind: DN injection never authenticates', async () => {
+    const b = await backend(base(`ldap_auth_method: fastbind\nldap_filter: uid=%u,ou=people,dc=picasoft,dc=net`));
+    const alice = u('alice');
+    for (const login of ['alice,ou=people,dc=picasoft,dc=net', 'x,cn=nss,dc=picasoft,dc=net', 'alice+cn=alice', '#616c696365', 'alice\u0000', 'alice\\2c']) {
+      assert.equal((await check(b, login, alice.password)).verdict, 'fail', JSON.stringify(login));
+    }
+    // Note: ' alice' and 'alice ' do reach alice: uid matching ignores insignificant spaces (RFC 4518), in searches as in DNs.
+    // The service account's DN cannot be reached through the template either.
+    assert.equal((await check(b, 'nss', slapd.bindPw)).verdict, 'fail');
+  });
+
+  test('custom: every password scheme in the directory is checked locally', async () => {
+    const b = await backend(base(`ldap_auth_method: custom\nldap_bind_dn: ${slapd.pwReaderDn}\nldap_bind_pw: ${slapd.pwReaderPw}`));
+    const schemes = new Set<string>();
+    for (const user of slapd.users) {
+      const good = await check(b, user.login, user.password);
+      assert.equal(good.verdict, 'ok', `${user.login} ${user.scheme}`);
+      assert.deepEqual(good.addresses, user.mail);
+      assert.equal((await check(b, user.login, user.password + ' ')).verdict, 'fail', `${user.login} ${user.scheme}`);
+      schemes.add(user.scheme);
+    }
+    assert.deepEqual([...schemes].sort(), ['plain', '{CRYPT}', '{MD5}', '{SHA}', '{SMD5}', '{SSHA512}', '{SSHA}'].sort());
+  });
+
+  test('custom: a service account that cannot read userPassword gets NO, with the reason in explain', async () => {
+    const b = await backend(base('ldap_auth_method: custom'));
+    const steps: string[] = [];
+    assert.equal((await check(b, 'alice', u('alice').password, { steps })).verdict, 'fail');
+    assert.ok(steps.some((s) => s.includes('no readable userPassword')), steps.join('\n'));
+  });
+
+  test('realm tokens: (mail=%U@%r) with login alice realm picasoft.net; ldap_default_realm; %d and %1/%2', async () => {
+    const alice = u('alice');
+    const b1 = await backend(base('ldap_filter: (mail=%U@%r)'));
+    assert.equal((await check(b1, 'alice', alice.password, { realm: 'picasoft.net' })).verdict, 'ok');
+    assert.equal((await check(b1, 'alice', alice.password, { realm: 'example.org' })).verdict, 'fail');
+    const b2 = await backend(base('ldap_filter: (mail=%u%R)\nldap_default_realm: picasoft.net'));
+    assert.equal((await check(b2, 'alice', alice.password)).verdict, 'ok');
+    const b3 = await backend(base('ldap_filter: (mail=%U@%2.%1)'));
+    assert.equal((await check(b3, 'carol@picasoft.net', u('carol@picasoft.net').password)).verdict, 'ok');
+    assert.equal((await check(b3, 'alice', alice.password, { realm: 'picasoft.net' })).verdict, 'ok');
+    const b4 = await backend(base('ldap_filter: (uid=%U@%d)'));
+    assert.equal((await check(b4, 'carol@picasoft.net', u('carol@picasoft.net').password)).verdict, 'ok');
+  });
+
+  test('a filter matching several entries is refused as ambiguous (NO, not tempfail)', async () => {
+    const b = await backend(base('ldap_filter: (|(uid=%u)(uid=user1))'));
+    const steps: string[] = [];
+    assert.equal((await check(b, 'alice', u('alice').password, { steps })).verdict, 'fail');
+    assert.ok(steps.some((s) => /ambiguous/.test(s)), steps.join('\n'));
+  });
+
+  test('ldap_mail_attrs selects the address attributes', async () => {
+    const b = await backend(base('ldap_mail_attrs: cn, mail'));
+    const r = await check(b, 'alice', u('alice').password);
+    assert.deepEqual(r.addresses?.slice().sort(), ['alice', 'alice@picasoft.net', 'alice.liddell@picasoft.net'].sort());
+  });
+});
+
+describe('group check', () => {
+  test('attr (compare uniqueMember): members OK, non-members NO even with the right password', async () => {
+    const b = await backend(base(`ldap_group_dn: ${slapd.groupDn}`));
+    for (const user of slapd.users) {
+      const steps: string[] = [];
+      const r = await check(b, user.login, user.password, { steps });
+      assert.equal(r.verdict, user.inGroup ? 'ok' : 'fail', `${user.login}\n${steps.join('\n')}`);
+      assert.equal((await check(b, user.login, 'wrong')).verdict, 'fail');
+    }
+  });
+
+  test('filter method: search with %D filter-escaped', async () => {
+    const b = await backend(base(`ldap_group_match_method: filter\nldap_group_search_base: ${slapd.groupsDn}\nldap_group_filter: (&(cn=mail-users)(uniqueMember=%D))`));
+    for (const user of slapd.users) {
+      const steps: string[] = [];
+      assert.equal((await check(b, user.login, user.password, { steps })).verdict, user.inGroup ? 'ok' : 'fail', `${user.login}\n${steps.join('\n')}`);
+    }
+  });
+
+  test('a group DN that does not exist: NO', async () => {
+    const b = await backend(base(`ldap_group_dn: cn=nope,${slapd.groupsDn}`));
+    assert.equal((await check(b, 'alice', u('alice').password)).verdict, 'fail');
+  });
+
+  test('fastbind + group check', async () => {
+    const b = await backend(base(`ldap_auth_method: fastbind\nldap_filter: uid=%u,${slapd.peopleDn}\nldap_group_dn: ${slapd.groupDn}`));
+    assert.equal((await check(b, 'alice', u('alice').password)).verdict, 'ok');
+    assert.equal((await check(b, 'star*', '*')).verdict, 'fail');
+  });
+});
+
+describe('TLS', () => {
+  test('StartTLS with the CA: OK', async () => {
+    const b = await backend(base(`ldap_start_tls: yes\nldap_tls_cacert_file: ${slapd.caFile}`));
+    const steps: string[] = [];
+    assert.equal((await check(b, 'alice', u('alice').password, { steps })).verdict, 'ok');
+    assert.ok(steps.some((s) => s.includes('certificate verified')), steps.join('\n'));
+    assert.equal((await check(b, 'alice', 'bad')).verdict, 'fail');
+  });
+
+  test('StartTLS without the CA: tempfail (the certificate is always verified)', async () => {
+    const b = await backend(base('ldap_start_tls: yes'));
+    const r = await check(b, 'alice', u('alice').password);
+    assert.equal(r.verdict, 'tempfail');
+    assert.match(r.reason, /^\[UNAVAILABLE\]/);
+  });
+
+  test('LDAPS with the CA (file or directory), by IP and by name: OK', async () => {
+    const b1 = await backend(base(`ldap_tls_cacert_file: ${slapd.caFile}`, slapd.ldapsUrl));
+    assert.equal((await check(b1, 'alice', u('alice').password)).verdict, 'ok');
+    assert.equal((await check(b1, 'alice', 'bad')).verdict, 'fail');
+    const dir = path.join(slapd.dir, 'cadir');
+    await fs.mkdir(dir, { recursive: true });
+    await fs.copyFile(slapd.caFile, path.join(dir, 'ca.pem'));
+    const b2 = await backend(base(`ldap_tls_cacert_dir: ${dir}`, `ldaps://localhost:${slapd.ldapsPort}/`));
+    assert.equal((await check(b2, 'josé', u('josé').password)).verdict, 'ok');
+  });
+
+  test('LDAPS without the CA: tempfail', async () => {
+    const b = await backend(base('', slapd.ldapsUrl));
+    const steps: string[] = [];
+    const r = await check(b, 'alice', u('alice').password, { steps });
+    assert.equal(r.verdict, 'tempfail', steps.join('\n'));
+  });
+});
+
+describe('failover and outages', () => {
+  test('first server is a dead port, second is real: OK, and the dead one is skipped afterwards', async () => {
+    const dead = await freePort();
+    const b = await backend(base('', `ldap://127.0.0.1:${dead}/ ${slapd.url}/`));
+    const steps: string[] = [];
+    assert.equal((await check(b, 'alice', u('alice').password, { steps })).verdict, 'ok');
+    assert.ok(steps.some((s) => s.includes(`127.0.0.1:${dead} failed`)), steps.join('\n'));
+    const steps2: string[] = [];
+    assert.equal((await check(b, 'alice', u('alice').password, { steps: steps2 })).verdict, 'ok');
+    assert.ok(!steps2.some((s) => s.includes(`${dead}`)), steps2.join('\n'));
+  });
+
+  test('comma-separated ldap_servers work too', async () => {
+    const dead = await freePort();
+    const b = await backend(base('', `ldap://127.0.0.1:${dead},${slapd.url}`));
+    assert.equal((await check(b, 'alice', u('alice').password)).verdict, 'ok');
+  });
+
+  test('all servers down: tempfail, distinguishable from a wrong password', async () => {
+    const b = await backend(base('', `ldap://127.0.0.1:${await freePort()}/ ldap://127.0.0.1:${await freePort()}/`));
+    const r = await check(b, 'alice', u('alice').password);
+    assert.deepEqual(r, { verdict: 'tempfail', reason: '[UNAVAILABLE] LDAP directory unavailable' });
+    // Still tempfail when every server is in its back-off period.
+    assert.equal((await check(b, 'alice', 'x')).verdict, 'tempfail');
+  });
+
+  test('a server that accepts but never answers: tempfail after ldap_timeout; next server used when there is one', async () => {
+    const silent = net.createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as net.AddressInfo).port;
+    try {
+      const b1 = await backend(base('ldap_timeout: 1', `ldap://127.0.0.1:${port}/`));
+      assert.equal((await check(b1, 'alice', u('alice').password)).verdict, 'tempfail');
+      const b2 = await backend(base('ldap_timeout: 1', `ldap://127.0.0.1:${port}/ ${slapd.url}`));
+      assert.equal((await check(b2, 'alice', u('alice').password)).verdict, 'ok');
+      const b3 = await backend(base('ldap_timeout: 1\nldap_start_tls: on', `ldap://127.0.0.1:${port}/`));
+      assert.equal((await check(b3, 'alice', u('alice').password)).verdict, 'tempfail');
+    } finally {
+      silent.close();
+    }
+  });
+
+  test('the caller\'s deadline (abort signal) gives tempfail', async () => {
+    const silent = net.createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as net.AddressInfo).port;
+    try {
+      const b = await backend(base('ldap_timeout: 30', `ldap://127.0.0.1:${port}/`));
+      const r = await b.verify({ login: 'alice', password: 'x', service: 'smtp', realm: '' }, { signal: AbortSignal.timeout(300) });
+      assert.equal(r.verdict, 'tempfail');
+    } finally {
+      silent.close();
+    }
+  });
+
+  test('wrong service password: tempfail (directory misconfigured), not NO', async () => {
+    const b = await backend(base(`ldap_bind_pw: wrong`));
+    const r = await check(b, 'alice', u('alice').password);
+    assert.equal(r.verdict, 'tempfail');
+  });
+});

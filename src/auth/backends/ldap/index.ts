@@ -328,12 +328,12 @@ export class LdapBackend implements AuthBackend {
           scope: cfg.scope,
           filter,
           attributes: attributes.length ? attributes : ['1.1'],
-          sizeLimit: cfg.sizeLimit,
+          sizeLimit: 2, // exactly one entry must match (ldapts hides sizeLimitExceeded: ask for 2 to see a duplicate)
           timeLimit: cfg.timeLimit,
           derefAliases: cfg.deref,
         });
         return r.searchEntries;
-      });
+      }, explain);
     } catch (err) {
       if (err instanceof NoSuchObjectError) {
         explain('search base does not exist: user not found');
@@ -381,7 +381,7 @@ export class LdapBackend implements AuthBackend {
         }
       }
       return { ok: true, addresses };
-    });
+    }, explain);
   }
 
   private async groupCheck(server: Server, userDn: string, vals: TokenValues, signal: AbortSignal, explain: Explain): Promise<boolean> {
@@ -391,7 +391,7 @@ export class LdapBackend implements AuthBackend {
       if (!cfg.groupDn) return true;
       const groupDn = expand(cfg.groupDn, v, 'dn');
       try {
-        const member = await this.withService(server, signal, (c) => c.client.compare(groupDn, cfg.groupAttr, userDn));
+        const member = await this.withService(server, signal, (c) => c.client.compare(groupDn, cfg.groupAttr, userDn), explain);
         explain(`group check: compare ${groupDn} ${cfg.groupAttr}=${userDn}: ${member ? 'member' : 'not a member'}`);
         return member;
       } catch (err) {
@@ -409,7 +409,7 @@ export class LdapBackend implements AuthBackend {
       const n = await this.withService(server, signal, async (c) => {
         const r = await c.client.search(base, { scope: cfg.groupScope, filter, attributes: ['1.1'], sizeLimit: 1, timeLimit: cfg.timeLimit, derefAliases: cfg.deref });
         return r.searchEntries.length;
-      });
+      }, explain);
       explain(`group check: search "${base}" ${filter}: ${n ? 'member' : 'not a member'}`);
       return n > 0;
     } catch (err) {
@@ -468,8 +468,8 @@ export class LdapBackend implements AuthBackend {
     return conn;
   }
 
-  private async newService(server: Server, signal: AbortSignal): Promise<Conn> {
-    const conn = await this.open(server, signal);
+  private async newService(server: Server, signal: AbortSignal, explain?: Explain): Promise<Conn> {
+    const conn = await this.open(server, signal, explain);
     conn.inflight++;
     try {
       if (this.cfg.bindDn || this.cfg.bindPw) await raceAbort(conn.client.bind(this.cfg.bindDn, this.cfg.bindPw), signal, () => conn.kill());
@@ -485,7 +485,7 @@ export class LdapBackend implements AuthBackend {
     return conn;
   }
 
-  private async withService<T>(server: Server, signal: AbortSignal, fn: (c: Conn) => Promise<T>): Promise<T> {
+  private async withService<T>(server: Server, signal: AbortSignal, fn: (c: Conn) => Promise<T>, explain?: Explain): Promise<T> {
     server.svc = server.svc.filter((c) => !c.dead && (c.alive() || !c.used));
     let conn: Conn | undefined;
     let best: Conn | undefined;
@@ -493,7 +493,7 @@ export class LdapBackend implements AuthBackend {
     if (best && (best.inflight === 0 || server.svc.length >= this.cfg.poolSize)) conn = best;
     let fresh = false;
     if (!conn) {
-      conn = await this.newService(server, signal);
+      conn = await this.newService(server, signal, explain);
       server.svc.push(conn);
       fresh = true;
     }
@@ -502,7 +502,7 @@ export class LdapBackend implements AuthBackend {
     } catch (err) {
       if (err instanceof ServerTrouble && !fresh && !signal.aborted) {
         // A pooled connection may have been closed by the server while idle: one retry on a new connection.
-        const c2 = await this.newService(server, signal);
+        const c2 = await this.newService(server, signal, explain);
         server.svc.push(c2);
         return this.run(c2, signal, fn);
       }
@@ -510,7 +510,7 @@ export class LdapBackend implements AuthBackend {
     }
   }
 
-  private async withUserConn<T>(server: Server, signal: AbortSignal, fn: (c: Conn) => Promise<T>): Promise<T> {
+  private async withUserConn<T>(server: Server, signal: AbortSignal, fn: (c: Conn) => Promise<T>, explain?: Explain): Promise<T> {
     let conn: Conn | undefined;
     while (server.idleUser.length) {
       const c = server.idleUser.pop()!;
@@ -528,9 +528,9 @@ export class LdapBackend implements AuthBackend {
       return r;
     };
     try {
-      return await attemptOn(conn ?? (await this.open(server, signal)));
+      return await attemptOn(conn ?? (await this.open(server, signal, explain)));
     } catch (err) {
-      if (err instanceof ServerTrouble && reused && !signal.aborted) return attemptOn(await this.open(server, signal));
+      if (err instanceof ServerTrouble && reused && !signal.aborted) return attemptOn(await this.open(server, signal, explain));
       throw err;
     }
   }

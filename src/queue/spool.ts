@@ -183,6 +183,11 @@ export interface SpoolOpenOptions {
    * pass false: the server's messages being written in incoming/ must not be touched.
    */
   recover?: boolean;
+  /**
+   * Take `<dir>/lock` (holding this process id) so a second server cannot deliver the same queue; a lock left by a
+   * dead process is taken over. Release it with close(). Default false (tools and tests); facteur serve sets it.
+   */
+  lock?: boolean;
   /** Verify every file's checksum at open (default true). */
   verify?: boolean;
   /** Called for each file discarded at open. */
@@ -207,8 +212,49 @@ export class Spool implements QueueWriter {
   /** Create the layout if needed, discard partial and corrupt files, keep complete ones. */
   static async open(dir: string, opts: SpoolOpenOptions = {}): Promise<Spool> {
     const s = new Spool(path.resolve(dir));
+    if (opts.lock) {
+      await fsp.mkdir(s.dir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+        throw spoolError(err, 'open');
+      });
+      await s.takeLock();
+    }
     await s.init(opts);
     return s;
+  }
+
+  private locked = false;
+
+  private async takeLock(): Promise<void> {
+    const file = path.join(this.dir, 'lock');
+    for (let tries = 0; tries < 3; tries++) {
+      try {
+        await fsp.writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        this.locked = true;
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw spoolError(err, 'lock');
+      }
+      const pid = Number((await fsp.readFile(file, 'utf8').catch(() => '')).trim());
+      let alive = false;
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
+        try {
+          process.kill(pid, 0);
+          alive = true;
+        } catch (err) {
+          alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+        }
+      }
+      if (alive) throw new FacteurError('ESPOOLLOCKED', `queue directory ${this.dir} is in use by process ${pid} (another facteur serve?); stop it or give this one another [queue] dir`);
+      await fsp.rm(file, { force: true }); // stale: its owner is gone
+    }
+    throw new FacteurError('ESPOOLLOCKED', `could not lock queue directory ${this.dir}`);
+  }
+
+  /** Release the lock (if taken). The object stays usable for reading. */
+  async close(): Promise<void> {
+    if (!this.locked) return;
+    this.locked = false;
+    await fsp.rm(path.join(this.dir, 'lock'), { force: true });
   }
 
   dirOf(name: QueueState | 'incoming' | 'status' | 'corrupt' | 'control'): string {

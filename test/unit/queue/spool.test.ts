@@ -100,3 +100,21 @@ test('status records survive reopen; move and remove change the visible state', 
   assert.equal(await re.get(id), undefined);
   assert.deepEqual(await fs.readdir(path.join(dir, 'status')), []);
 });
+
+test('lock: a second locking open fails while the owner lives; a stale lock (dead pid) is taken over; close releases', async () => {
+  const dir = await tempDir();
+  const a = await Spool.open(dir, { lock: true });
+  assert.equal((await fs.readFile(path.join(dir, 'lock'), 'utf8')).trim(), String(process.pid));
+  // A live other owner: pretend with our parent process id.
+  await fs.writeFile(path.join(dir, 'lock'), `${process.ppid}\n`);
+  await assert.rejects(Spool.open(dir, { lock: true }), (e: Error & { code?: string }) => e.code === 'ESPOOLLOCKED' && /in use by process/.test(e.message));
+  // Tools do not lock.
+  await Spool.open(dir, { recover: false });
+  // A dead owner: a pid that cannot exist.
+  await fs.writeFile(path.join(dir, 'lock'), '999999999\n');
+  const b = await Spool.open(dir, { lock: true });
+  assert.equal((await fs.readFile(path.join(dir, 'lock'), 'utf8')).trim(), String(process.pid));
+  await b.close();
+  await assert.rejects(fs.access(path.join(dir, 'lock')));
+  await a.close();
+});

@@ -8,6 +8,8 @@
 // Stricter than 2.1.28 (which silently ignores them; master refuses them too): unknown keys and invalid enum values are errors
 // naming the key and line. Also refused, each with the reason: keys facteur does not implement (ldap_use_sasl: yes, ldap_referrals: on,
 // ldap_version: 2, ldapi:// servers), `ldap_tls_check_peer: no` (certificates are always verified), unknown `%` tokens in templates.
+// Accepted and ignored: ldap_restart, ldap_debug, ldap_size_limit (exactly one entry must match anyway), the SASL bind keys when
+// ldap_use_sasl is off.
 // One deviation for CRLF files: a trailing CR is removed from every value (upstream keeps it, which silently breaks the value).
 // facteur extensions (not in upstream): ldap_mail_attrs (attributes returned as the user's addresses, default `mail`),
 // ldap_dn_cache_ttl (seconds a login→DN mapping is remembered, default 60, 0 = off), ldap_pool_size (connections per kind, default 4).
@@ -45,7 +47,7 @@ export interface LdapConfig {
   timeoutMs: number;
   /** Server-side search time limit, seconds (0 = none). */
   timeLimit: number;
-  /** Search size limit (0 = none; upstream default 1: a login matching 2 entries is refused). */
+  /** Parsed for compatibility only: the user search always asks for 2 entries, and a login matching more than 1 is refused (as upstream). */
   sizeLimit: number;
   debug: number;
   startTls: boolean;

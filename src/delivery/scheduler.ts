@@ -14,7 +14,7 @@ import { lookupMx, systemResolver, type MxResolver } from './mx.js';
 import { systemClock, type Clock, type DeliveryOptions } from './options.js';
 import { local, type RcptResult } from './result.js';
 import { createRouter, routeKey, type Route } from './routing.js';
-import { sendToHost, type SmtpSessionOptions } from './smtp-client.js';
+import { closeIdleSessions, sendToHost, type SmtpSessionOptions } from './smtp-client.js';
 
 export interface DeliveryHandle {
   /** Stop scheduling, wait for deliveries in progress. */
@@ -370,6 +370,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
       watcher?.close();
       await ready;
       await drain();
+      closeIdleSessions();
     },
     async flush(id?: string) {
       await ready;

@@ -1,5 +1,6 @@
 // Outbound SMTP and LMTP with nodemailer's SMTPConnection: EHLO/LHLO, opportunistic STARTTLS, optional AUTH,
 // several recipients per transaction, one result per recipient. Trusts nothing the remote server says beyond its reply codes.
+import crypto from 'node:crypto';
 import net from 'node:net';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Envelope } from '../queue/types.js';
@@ -62,15 +63,51 @@ async function connectUnix(p: string, timeoutMs: number): Promise<net.Socket> {
   });
 }
 
-/** Deliver one batch of recipients over one session to one host. */
-export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<SendOutcome> {
+/** One SMTP/LMTP session; nodemailer reports connection-level failures through events, so every wait also ends when the
+ * connection fails or closes. */
+class Session {
+  closed = false;
+  messages = 0;
+  extensions: string[] = [];
+  readonly failed: Promise<never>;
+  private failure: (err: NmError) => void = () => undefined;
+  constructor(
+    readonly conn: SMTPConnection,
+    readonly remote: string,
+  ) {
+    this.failed = new Promise<never>((_, reject) => {
+      this.failure = reject;
+    });
+    this.failed.catch(() => undefined);
+    conn.on('error', (err: NmError) => this.failure(err));
+    conn.on('end', () => {
+      this.closed = true;
+      this.failure(Object.assign(new Error(`connection to ${remote} closed`), { code: 'ECONNECTION' }));
+    });
+  }
+  wait<T>(fn: (cb: (err?: NmError | null, v?: T) => void) => void): Promise<T> {
+    return Promise.race([new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v as T)))), this.failed]);
+  }
+  quit(): void {
+    try {
+      if (!this.closed) this.conn.quit();
+    } catch {
+      /* already gone */
+    }
+    setTimeout(() => this.conn.close(), 1000).unref();
+  }
+}
+
+type Opened = { session: Session } | { outcome: SendOutcome };
+
+async function openSession(job: SendJob, o: SmtpSessionOptions): Promise<Opened> {
   const remote = 'path' in job.hop ? job.hop.path : job.hop.host;
   let socket: net.Socket | undefined;
   if ('path' in job.hop) {
     try {
       socket = await connectUnix(job.hop.path, o.connectTimeoutMs);
     } catch (err) {
-      return { connected: false, error: `connect to ${hopName(job.hop)}: ${(err as Error).message}`, results: [] };
+      return { outcome: { connected: false, error: `connect to ${hopName(job.hop)}: ${(err as Error).message}`, results: [] } };
     }
   }
   const conn = new SMTPConnection({
@@ -88,52 +125,88 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
     allowInternalNetworkInterfaces: true,
     logger: false,
   });
-  let closed = false;
-  // nodemailer reports connection-level failures through events, not always through the pending callback:
-  // every wait below also ends when the connection fails or closes.
-  let failure: (err: NmError) => void = () => undefined;
-  const failed = new Promise<never>((_, reject) => {
-    failure = reject;
-  });
-  failed.catch(() => undefined);
-  conn.on('error', (err: NmError) => failure(err));
-  conn.on('end', () => {
-    closed = true;
-    failure(Object.assign(new Error(`connection to ${remote} closed`), { code: 'ECONNECTION' }));
-  });
-  const wait = <T>(fn: (cb: (err?: NmError | null, v?: T) => void) => void): Promise<T> =>
-    Promise.race([new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v as T)))), failed]);
-  const finish = () => {
-    try {
-      if (!closed) conn.quit();
-    } catch {
-      /* already gone */
-    }
-    setTimeout(() => conn.close(), 1000).unref();
-  };
+  const s = new Session(conn, remote);
   try {
-    await wait<void>((cb) => conn.connect((err) => cb(err as NmError | undefined)));
+    await s.wait<void>((cb) => conn.connect((err) => cb(err as NmError | undefined)));
   } catch (err) {
-    finish();
+    s.quit();
     const e = err as NmError;
     // A 5xx greeting (RFC 5321 554) is a permanent refusal from this host; anything else (EHLO, STARTTLS, TLS
     // required but not offered, network): try the next host, and keep the mail if none works.
-    if (e.command === 'CONN' && e.responseCode && e.responseCode >= 500) return { connected: true, results: job.rcpts.map((r) => fromReply(r.index, e.responseCode, e.response, remote)) };
-    return { connected: false, error: `${hopName(job.hop)}: ${cleanReply(e.response || e.message)}`, results: [] };
+    if (e.command === 'CONN' && e.responseCode && e.responseCode >= 500) return { outcome: { connected: true, results: job.rcpts.map((r) => fromReply(r.index, e.responseCode, e.response, remote)) } };
+    return { outcome: { connected: false, error: `${hopName(job.hop)}: ${cleanReply(e.response || e.message)}`, results: [] } };
   }
   if (o.auth) {
     try {
-      await wait<void>((cb) => conn.login({ user: o.auth!.user, pass: o.auth!.pass }, (err) => cb(err as NmError | null)));
+      await s.wait<void>((cb) => conn.login({ user: o.auth!.user, pass: o.auth!.pass }, (err) => cb(err as NmError | null)));
     } catch (err) {
-      finish();
+      s.quit();
       const e = err as NmError;
       // Our credentials are wrong or the relay refuses them: an operator problem, so keep the mail (defer).
-      return { connected: false, error: `${hopName(job.hop)}: authentication failed: ${cleanReply(e.response || e.code || 'error')}`, results: [] };
+      return { outcome: { connected: false, error: `${hopName(job.hop)}: authentication failed: ${cleanReply(e.response || e.code || 'error')}`, results: [] } };
     }
   }
-  const extensions: string[] = (conn as unknown as { _supportedExtensions?: string[] })._supportedExtensions ?? [];
-  if (job.envelope.smtputf8 && !extensions.includes('SMTPUTF8')) {
-    finish();
+  s.extensions = (conn as unknown as { _supportedExtensions?: string[] })._supportedExtensions ?? [];
+  return { session: s };
+}
+
+// Connection reuse: after a message, a healthy session waits a little for the next message to the same next hop.
+const idle = new Map<string, { session: Session; timer: NodeJS.Timeout }[]>();
+const REUSE_IDLE_MS = 2000;
+const REUSE_MAX_MESSAGES = 100;
+
+function poolKey(job: SendJob, o: SmtpSessionOptions): string {
+  return JSON.stringify([hopName(job.hop), job.lmtp, o.heloName, o.starttls, o.tlsVerify, o.auth?.user ?? '', o.auth ? crypto.createHash('sha256').update(o.auth.pass).digest('hex') : '']);
+}
+
+function takeIdle(key: string): Session | undefined {
+  const list = idle.get(key);
+  while (list?.length) {
+    const { session, timer } = list.pop()!;
+    clearTimeout(timer);
+    if (!session.closed) return session;
+  }
+  return undefined;
+}
+
+function putIdle(key: string, s: Session): void {
+  if (s.closed || s.messages >= REUSE_MAX_MESSAGES) return s.quit();
+  const list = idle.get(key) ?? [];
+  const timer = setTimeout(() => {
+    const i = list.findIndex((x) => x.session === s);
+    if (i >= 0) list.splice(i, 1);
+    s.quit();
+  }, REUSE_IDLE_MS);
+  timer.unref();
+  list.push({ session: s, timer });
+  idle.set(key, list);
+}
+
+/** Close every idle cached session (scheduler stop). */
+export function closeIdleSessions(): void {
+  for (const list of idle.values()) for (const { session, timer } of list.splice(0)) {
+    clearTimeout(timer);
+    session.quit();
+  }
+}
+
+/** Deliver one message's recipients for one host, reusing a cached session to it when there is one. */
+export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<SendOutcome> {
+  const key = poolKey(job, o);
+  let s = takeIdle(key);
+  // A cached session must still answer RSET; otherwise (closed by the server meanwhile) open a fresh one.
+  if (s && !(await s.wait<void>((cb) => s!.conn.reset((err) => cb(err as NmError | undefined))).then(() => true, () => false))) {
+    s.quit();
+    s = undefined;
+  }
+  if (!s) {
+    const opened = await openSession(job, o);
+    if ('outcome' in opened) return opened.outcome;
+    s = opened.session;
+  }
+  const remote = s.remote;
+  if (job.envelope.smtputf8 && !s.extensions.includes('SMTPUTF8')) {
+    putIdle(key, s);
     return {
       connected: true,
       results: job.rcpts.map((r) => local(r.index, 'failed', '5.6.7', `554 5.6.7 ${remote} does not support SMTPUTF8, which this message needs (RFC 6531)`, remote)),
@@ -143,38 +216,44 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
   const groups = new Map<string, SendJob['rcpts']>();
   for (const r of job.rcpts) {
     const p = job.envelope.rcptTo[r.index];
-    const key = `${(p.notify ?? []).join(',')}|${p.orcpt ?? ''}`;
-    const g = groups.get(key) ?? [];
+    const k = `${(p.notify ?? []).join(',')}|${p.orcpt ?? ''}`;
+    const g = groups.get(k) ?? [];
     g.push(r);
-    groups.set(key, g);
+    groups.set(k, g);
   }
   const batches: SendJob['rcpts'][] = [];
   for (const g of groups.values()) for (let i = 0; i < g.length; i += o.recipientsPerTransaction) batches.push(g.slice(i, i + o.recipientsPerTransaction));
   const results: RcptResult[] = [];
   let first = true;
+  let healthy = true;
   for (const batch of batches) {
-    if (closed) {
+    if (s.closed || !healthy) {
       for (const r of batch) results.push(local(r.index, 'deferred', '4.4.2', `connection to ${remote} lost`, remote));
       continue;
     }
     if (!first) {
-      const ok = await wait<void>((cb) => conn.reset((err) => cb(err as NmError | undefined))).then(
+      const ok = await s.wait<void>((cb) => s!.conn.reset((err) => cb(err as NmError | undefined))).then(
         () => true,
         () => false,
       );
       if (!ok) {
+        healthy = false;
         for (const r of batch) results.push(local(r.index, 'deferred', '4.4.2', `RSET refused by ${remote}`, remote));
         continue;
       }
     }
     first = false;
-    results.push(...(await sendBatch(conn, job, batch, remote, failed, extensions)));
+    const out = await sendBatch(s.conn, job, batch, remote, s.failed, s.extensions);
+    s.messages++;
+    if (out.broken) healthy = false;
+    results.push(...out.results);
   }
-  finish();
+  if (healthy && !s.closed) putIdle(key, s);
+  else s.quit();
   return { connected: true, results };
 }
 
-async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcpts'], remote: string, failed: Promise<never>, extensions: string[]): Promise<RcptResult[]> {
+async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcpts'], remote: string, failed: Promise<never>, extensions: string[]): Promise<{ results: RcptResult[]; broken: boolean }> {
   const p = job.envelope.rcptTo[batch[0].index];
   const dsn =
     job.envelope.dsn || p.notify || p.orcpt
@@ -218,7 +297,7 @@ async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcp
     }
     // Anything not accounted for (should not happen): keep it for a retry rather than guess.
     for (const l of byAddr.values()) for (const i of l) out.push(local(i, 'deferred', '4.4.2', `no reply recorded for this recipient from ${remote}`, remote));
-    return out;
+    return { results: out, broken: false };
   } catch (err) {
     const e = err as NmError;
     if (e.rejectedErrors?.length) {
@@ -228,9 +307,9 @@ async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcp
         if (i !== undefined) out.push(fromReply(i, re.responseCode, re.response, remote));
       }
       for (const l of byAddr.values()) for (const i of l) out.push(fromReply(i, e.responseCode, e.response, remote));
-      return out;
+      return { results: out, broken: e.responseCode === 421 };
     }
-    if (e.responseCode) return batch.map((r) => fromReply(r.index, e.responseCode, e.response, remote));
-    return batch.map((r) => local(r.index, 'deferred', '4.4.2', `${remote}: ${e.message}`, remote));
+    if (e.responseCode) return { results: batch.map((r) => fromReply(r.index, e.responseCode, e.response, remote)), broken: e.responseCode === 421 };
+    return { results: batch.map((r) => local(r.index, 'deferred', '4.4.2', `${remote}: ${e.message}`, remote)), broken: true };
   }
 }

@@ -14,6 +14,7 @@ import { createLogger } from '../../src/observability/log.js';
 import { freePort, tempDir } from '../helpers/net.js';
 
 interface Got {
+  session: string;
   secure: boolean;
   user?: string;
   from: string;
@@ -49,6 +50,7 @@ async function relay(o: { tls: boolean; smtputf8?: boolean }): Promise<number> {
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', () => {
         got.push({
+          session: session.id,
           secure: session.secure,
           user: session.user as string | undefined,
           from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
@@ -134,4 +136,25 @@ test('starttls = "require" never sends in clear to a server without STARTTLS; "o
   assert.equal(opp.entry, undefined);
   assert.equal(got.length, n + 1);
   assert.equal(got[got.length - 1].secure, false);
+});
+
+test('connection reuse: messages to the same next hop share one session (RSET between them)', async () => {
+  const port = await relay({ tls: true });
+  const n = got.length;
+  const data = await tempDir('facteur-relay-reuse-');
+  const spool = await Spool.open(path.join(data, 'queue'));
+  const options = defaultDeliveryOptions(data, { hostname: 'mx.facteur.test', scanIntervalMs: 3_600_000, relayhost: `[127.0.0.1]:${port}`, destinationConcurrency: 1 });
+  const h = startDelivery({ spool, options, log: createLogger({ name: 'test', level: 'silent' }) });
+  try {
+    for (let i = 0; i < 4; i++) {
+      await spool.commit({ mailFrom: 'a@sender.test', rcptTo: [{ address: `r${i}@gmail.example` }], receivedAt: Date.now() }, Readable.from([Buffer.from(`Subject: reuse ${i}\r\n\r\nx\r\n`)]));
+    }
+    await h.tick();
+  } finally {
+    await h.stop();
+  }
+  const mine = got.slice(n);
+  assert.equal(mine.length, 4);
+  assert.deepEqual(mine.map((g) => g.to[0].address).sort(), ['r0@gmail.example', 'r1@gmail.example', 'r2@gmail.example', 'r3@gmail.example']);
+  assert.equal(new Set(mine.map((g) => g.session)).size, 1, 'one SMTP session for the four messages');
 });

@@ -2,6 +2,7 @@
 // Trusts the DNS resolver it is given (node:dns by default); domains are untrusted and checked first.
 import dns from 'node:dns/promises';
 import net from 'node:net';
+import url from 'node:url';
 
 export interface MxResolver {
   resolveMx(domain: string): Promise<{ exchange: string; priority: number }[]>;
@@ -19,6 +20,8 @@ export async function lookupMx(domain: string, resolver: MxResolver = systemReso
     if (net.isIP(lit[1])) return { kind: 'hosts', hosts: [lit[1]] };
     return { kind: 'fail', permanent: true, status: '5.1.2', text: `bad address literal ${domain}` };
   }
+  // Internationalized domains (SMTPUTF8 mail) are looked up in their A-label form.
+  if (/[^\x00-\x7f]/.test(domain)) domain = url.domainToASCII(domain) || domain;
   if (!/^[a-z0-9-]+(\.[a-z0-9-]+)*$/i.test(domain) || domain.length > 253) {
     return { kind: 'fail', permanent: true, status: '5.1.2', text: `bad destination domain ${JSON.stringify(domain)}` };
   }

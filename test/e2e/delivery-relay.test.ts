@@ -29,9 +29,19 @@ let cert: Buffer;
 const got: Got[] = [];
 const servers: SMTPServer[] = [];
 
-async function relay(o: { tls: boolean; smtputf8?: boolean }): Promise<number> {
+const live = { now: 0, max: 0 };
+
+async function relay(o: { tls: boolean; smtputf8?: boolean; slowMs?: number }): Promise<number> {
   const port = await freePort();
   const srv = new SMTPServer({
+    onConnect(_session, cb) {
+      live.now++;
+      live.max = Math.max(live.max, live.now);
+      cb();
+    },
+    onClose() {
+      live.now--;
+    },
     key,
     cert,
     hideSTARTTLS: !o.tls,
@@ -48,7 +58,8 @@ async function relay(o: { tls: boolean; smtputf8?: boolean }): Promise<number> {
     onData(stream, session: SMTPServerSession, cb) {
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
+      stream.on('end', async () => {
+        if (o.slowMs) await new Promise((r) => setTimeout(r, o.slowMs));
         got.push({
           session: session.id,
           secure: session.secure,
@@ -157,4 +168,26 @@ test('connection reuse: messages to the same next hop share one session (RSET be
   assert.equal(mine.length, 4);
   assert.deepEqual(mine.map((g) => g.to[0].address).sort(), ['r0@gmail.example', 'r1@gmail.example', 'r2@gmail.example', 'r3@gmail.example']);
   assert.equal(new Set(mine.map((g) => g.session)).size, 1, 'one SMTP session for the four messages');
+});
+
+test('per-destination concurrency: never more simultaneous sessions to one next hop than destination_concurrency', async () => {
+  const port = await relay({ tls: false, slowMs: 150 });
+  const n = got.length;
+  live.max = 0;
+  const data = await tempDir('facteur-relay-conc-');
+  const spool = await Spool.open(path.join(data, 'queue'));
+  const options = defaultDeliveryOptions(data, { hostname: 'mx.facteur.test', scanIntervalMs: 3_600_000, relayhost: `[127.0.0.1]:${port}`, destinationConcurrency: 2, concurrency: 20 });
+  const h = startDelivery({ spool, options, log: createLogger({ name: 'test', level: 'silent' }) });
+  try {
+    await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        spool.commit({ mailFrom: 'a@sender.test', rcptTo: [{ address: `c${i}@gmail.example` }], receivedAt: Date.now() }, Readable.from([Buffer.from(`Subject: conc ${i}\r\n\r\nx\r\n`)])),
+      ),
+    );
+    await h.tick();
+  } finally {
+    await h.stop();
+  }
+  assert.equal(got.length - n, 8);
+  assert.equal(live.max, 2, `at most 2 sessions at once (saw ${live.max})`);
 });

@@ -52,6 +52,9 @@ test('MX: preference order, implicit MX, null MX, NXDOMAIN, temporary failure, l
   const tmp = await lookupMx('a.test', res(err('ESERVFAIL')));
   assert.ok(tmp.kind === 'fail' && !tmp.permanent && tmp.status === '4.4.3');
   assert.deepEqual(await lookupMx('[192.0.2.1]', res(err('X'))), { kind: 'hosts', hosts: ['192.0.2.1'] });
+  const seen: string[] = [];
+  await lookupMx('b\u00fccher.example', res(async (d) => (seen.push(d), [{ exchange: 'mx.example', priority: 1 }])));
+  assert.deepEqual(seen, ['xn--bcher-kva.example'], 'IDN looked up as A-label');
   for (const junk of ['a..b', 'x y', '[notanip]', 'a.test\r\nRCPT']) assert.equal((await lookupMx(junk, res(err('X')))).kind, 'fail', junk);
 });
 

@@ -2,12 +2,14 @@
 // Trusts the daemons only as far as their replies: every reply must be OK, errors are counted and shown, never hidden.
 //
 // npm run bench:authd [-- --quick] [--duration S] [--warmup S] [--concurrency 1,8,64] [--scenarios ldap,ldap-cache,file,file-cache,rimap]
-//                     [--cyrus-n 5,16] [--rounds 3] [--generators 1] [--profile DIR] [--write | --no-write]
+//                     [--cyrus-n 5,16] [--rounds 3] [--generators 1] [--slapd-log] [--profile DIR] [--write | --no-write]
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { spawn } from 'node:child_process';
+import { waitForSocket } from '../test/helpers/net.js';
 import { Generator } from './lib/generator.js';
 import { mergeResults, oneRequest, type LoadResult, type LoadUser } from './lib/loadgen.js';
 import { encodeFields } from '../src/auth/protocol/frame.js';
@@ -27,6 +29,8 @@ interface Flags {
   warmupMs: number;
   /** The measured time of a cell is split into this many rounds, the daemons of a scenario taking turns. */
   rounds: number;
+  /** Keep the slapd test helper's per-operation logging (`-d stats`) instead of restarting slapd quietly. */
+  slapdLog: boolean;
   /** Load generator processes (one is lighter on a 2-core machine; more help on bigger ones). */
   generators: number;
   concurrency: number[];
@@ -41,7 +45,7 @@ const ALL_SCENARIOS = ['calibration', 'ldap', 'ldap-cache', 'rimap', 'rimap-cach
 const DEFAULT_SCENARIOS = ALL_SCENARIOS.filter((s) => s !== 'rimap-cache');
 
 function parseFlags(argv: string[]): Flags {
-  const f: Flags = { quick: false, durationMs: 5000, warmupMs: 500, rounds: 3, generators: 1, concurrency: [1, 8, 64], scenarios: DEFAULT_SCENARIOS, cyrusN: [5, 16], write: true };
+  const f: Flags = { quick: false, durationMs: 5000, warmupMs: 500, rounds: 3, generators: 1, slapdLog: false, concurrency: [1, 8, 64], scenarios: DEFAULT_SCENARIOS, cyrusN: [5, 16], write: true };
   let explicitWrite: boolean | undefined;
   const list = (v: string | undefined, name: string) => {
     if (!v) throw new Error(`${name} needs a value`);
@@ -65,6 +69,7 @@ function parseFlags(argv: string[]): Flags {
       case '--duration': f.durationMs = seconds(argv[++i], a); break;
       case '--warmup': f.warmupMs = seconds(argv[++i], a); break;
       case '--rounds': f.rounds = nums(argv[++i], a)[0]; break;
+      case '--slapd-log': f.slapdLog = true; break;
       case '--generators': f.generators = nums(argv[++i], a)[0]; break;
       case '--concurrency': f.concurrency = nums(argv[++i], a); break;
       case '--scenarios': f.scenarios = list(argv[++i], a); break;
@@ -74,7 +79,7 @@ function parseFlags(argv: string[]): Flags {
       case '--no-write': explicitWrite = false; break;
       case '-h': case '--help':
         process.stdout.write(`usage: npm run bench:authd -- [--quick] [--duration S] [--warmup S] [--concurrency 1,8,64]\n` +
-          `       [--scenarios ${ALL_SCENARIOS.join(',')}] [--cyrus-n 5,16] [--rounds N] [--generators N] [--profile DIR] [--write|--no-write]\n`);
+          `       [--scenarios ${ALL_SCENARIOS.join(',')}] [--cyrus-n 5,16] [--rounds N] [--generators N] [--slapd-log] [--profile DIR] [--write|--no-write]\n`);
         process.exit(0);
       // falls through (unreachable)
       default: throw new Error(`unknown option ${a}`);
@@ -89,7 +94,8 @@ function parseFlags(argv: string[]): Flags {
 /** How to start one daemon configuration. */
 interface DaemonSpec {
   label: string;
-  kind: 'facteur' | 'cyrus' | 'null';
+  /** `facteur-alt`: a facteur variant shown for information (the targets compare the default `facteur` row). */
+  kind: 'facteur' | 'facteur-alt' | 'cyrus' | 'null';
   args: string[];
 }
 
@@ -134,10 +140,45 @@ async function optionalImport<T>(rel: string): Promise<T | Skipped> {
 
 interface SlapdHandle {
   url: string;
+  port: number;
   baseDn: string;
   bindDn: string;
   bindPw: string;
   stop(): Promise<void>;
+}
+
+/**
+ * The test helper runs slapd with `-d stats` and `loglevel stats`: several log lines per operation, written by slapd
+ * itself, a cost per operation that a production directory (Debian ships `loglevel none`) does not pay. Restart the same
+ * slapd (same configuration, database and URLs) with logging off. `--slapd-log` keeps the helper's logging instead.
+ */
+async function restartSlapdQuietly(port: number): Promise<{ pid: number; stop(): Promise<void> }> {
+  const pid = pidListeningOn(port);
+  if (!pid) throw new Error(`no process listens on port ${port}`);
+  const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  const at = (flag: string) => argv[argv.indexOf(flag) + 1];
+  const conf = at('-f');
+  const urls = at('-h');
+  if (!conf || !urls) throw new Error(`cannot read slapd's -f and -h from its command line: ${argv.join(' ')}`);
+  const quietConf = `${conf}.bench`;
+  await fsp.writeFile(quietConf, (await fsp.readFile(conf, 'utf8')).replace(/^loglevel\s.*$/gm, 'loglevel none'));
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 200 && fs.existsSync(`/proc/${pid}`) && !fs.readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z'); i++) {
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  // `-d 0`: stay in the foreground (our child), no debug output.
+  const proc = spawn('/usr/sbin/slapd', ['-d', '0', '-h', urls, '-f', quietConf], { stdio: 'ignore' });
+  const ports = urls.split(/\s+/).filter(Boolean).map((u) => Number(new URL(u).port));
+  for (const p of ports) await waitForSocket(p, 15_000);
+  return {
+    pid: proc.pid!,
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      await exited;
+    },
+  };
 }
 
 function cyrusVariants(f: Flags, base: string[]): DaemonSpec[] {
@@ -147,33 +188,40 @@ function cyrusVariants(f: Flags, base: string[]): DaemonSpec[] {
 /** Start (once) everything a scenario family needs and describe the daemons to compare. */
 class Environments {
   private slapd?: SlapdHandle | Skipped;
+  private slapdPid?: number;
   private dovecot?: { port: number; stop(): Promise<void> } | Skipped;
   private usersFile?: string | Skipped;
   private readonly cleanups: (() => Promise<void>)[] = [];
   constructor(private readonly dir: string, private readonly f: Flags) {}
 
-  private async ldapConf(): Promise<{ conf: string; pid?: number } | Skipped> {
+  private async ldapConf(): Promise<{ conf: string; noDnCacheConf: string; pid?: number } | Skipped> {
     if (!this.slapd) {
       const helper = await optionalImport<{ startSlapd: () => Promise<SlapdHandle> }>('test/helpers/slapd.ts');
       if ('skipped' in helper) this.slapd = helper;
       else if (!fs.existsSync(path.join(ROOT, 'src/auth/backends/ldap/index.ts'))) this.slapd = { skipped: 'src/auth/backends/ldap/ is not there yet' };
       else {
         const s = await helper.startSlapd();
-        this.slapd = s;
         this.cleanups.push(() => s.stop());
+        if (!this.f.slapdLog) {
+          const quiet = await restartSlapdQuietly(s.port);
+          this.cleanups.push(() => quiet.stop());
+          this.slapdPid = quiet.pid;
+        } else {
+          this.slapdPid = pidListeningOn(s.port);
+        }
+        this.slapd = s;
       }
     }
     if ('skipped' in this.slapd) return this.slapd;
     const s = this.slapd;
     const conf = path.join(this.dir, 'saslauthd.conf');
     // The seed's saslauthd.conf shape, read by both daemons.
-    await fsp.writeFile(
-      conf,
-      [`ldap_servers: ${s.url}`, `ldap_bind_dn: ${s.bindDn}`, `ldap_bind_pw: ${s.bindPw}`, `ldap_search_base: ${s.baseDn}`, 'ldap_filter: (uid=%u)', ''].join('\n'),
-      { mode: 0o600 },
-    );
-    const port = new URL(s.url).port;
-    return { conf, pid: pidListeningOn(Number(port)) };
+    const lines = [`ldap_servers: ${s.url}`, `ldap_bind_dn: ${s.bindDn}`, `ldap_bind_pw: ${s.bindPw}`, `ldap_search_base: ${s.baseDn}`, 'ldap_filter: (uid=%u)'];
+    await fsp.writeFile(conf, `${lines.join('\n')}\n`, { mode: 0o600 });
+    // facteur remembers login → DN for ldap_dn_cache_ttl (60 s by default), then only binds; this variant searches every time, like Cyrus.
+    const noDnCacheConf = path.join(this.dir, 'saslauthd-no-dn-cache.conf');
+    await fsp.writeFile(noDnCacheConf, `${[...lines, 'ldap_dn_cache_ttl: 0'].join('\n')}\n`, { mode: 0o600 });
+    return { conf, noDnCacheConf, pid: this.slapdPid };
   }
 
   private async rimapServer(): Promise<{ port: number; pid?: number } | Skipped> {
@@ -225,7 +273,11 @@ class Environments {
         return {
           title: cache ? 'LDAP, credential cache on (-c): all users cached before measuring' : 'LDAP, cache off: every request reaches slapd',
           note: cache ? 'cache hits only; the directory is idle' : 'the directory does the work; slapd CPU per authentication shows who asks it less',
-          daemons: [facteur(['-a', 'ldap', '-O', l.conf]), ...cyrusVariants(this.f, ['-a', 'ldap', '-O', l.conf, ...c])],
+          daemons: [
+            facteur(['-a', 'ldap', '-O', l.conf]),
+            ...(cache ? [] : [{ ...facteur(['-a', 'ldap', '-O', l.noDnCacheConf]), label: 'facteur, no DN cache', kind: 'facteur-alt' as const }]),
+            ...cyrusVariants(this.f, ['-a', 'ldap', '-O', l.conf, ...c]),
+          ],
           users: bulkUsers(),
           backendPid: l.pid,
           backendName: 'slapd',
@@ -331,7 +383,7 @@ function scenarioRows(o: ScenarioOutcome, concurrency: number[]): { head: string
         ...(backend ? [fmtUs(x.backendCpuMs, r.ok)] : []),
         pct(r.generatorCpuMs, r),
         pct(x.otherCpuMs, r),
-        fac && x.kind === 'cyrus' ? fmtRatio(fac.result.rate / r.rate) : '',
+        fac && x.kind !== 'facteur' ? fmtRatio(fac.result.rate / r.rate) : '',
       ]);
     }
   }
@@ -378,6 +430,9 @@ function markdown(m: MachineInfo, f: Flags, outcomes: ScenarioOutcome[], started
         'this puts on any daemon here; a cell whose generator CPU nears 100% is limited by the generator, not the daemon.',
       '- Cyrus listens with a small queue (`SOCKET_BACKLOG`); when it is full, a C client blocks in `connect()`. Node cannot, so a refused ' +
         'connect (EAGAIN) waits its turn in a FIFO and retries when one of our requests completes; the retries are counted and shown.',
+      `- slapd: the test helper's (\`test/helpers/slapd.ts\`: mdb, 100 users with {SSHA} passwords), ${
+        f.slapdLog ? 'logging every operation (`-d stats`) as the helper starts it' : 'restarted with logging off (`loglevel none`, as Debian ships it; `--slapd-log` keeps the helper\'s `-d stats`)'
+      }. The service account binds, then \`ldap_filter: (uid=%u)\` under the base DN.`,
       '- Both daemons run as in production: facteur `authd -f` (no per-request logging), Cyrus detached without `-d`. Same saslauthd.conf for both.',
       '- CPU columns: run time of the daemon (all its processes) and of the backend server (with the processes it forked) during the measured ' +
         'phase, divided by successful authentications. "Others" is CPU used meanwhile by processes outside the benchmark, as a share of one core: noise.',

@@ -27,13 +27,26 @@ function readStat(pid: number): Stat | null {
   return { ppid: Number(rest[1]), pgrp: Number(rest[2]), ticks: Number(rest[11]) + Number(rest[12]), childTicks: Number(rest[13]) + Number(rest[14]) };
 }
 
-/** Nanoseconds on CPU from /proc/<pid>/schedstat (exact, where tick counts round each process down). */
+/**
+ * Time on CPU of all the threads of a process, from /proc/<pid>/task/<tid>/schedstat (exact, where tick counts round
+ * each process down). /proc/<pid>/schedstat alone is the main thread only: slapd works in its pool threads.
+ */
 function runtimeMs(pid: number): number | null {
+  let tids: string[];
   try {
-    return Number(fs.readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+    tids = fs.readdirSync(`/proc/${pid}/task`);
   } catch {
     return null;
   }
+  let ns = 0;
+  for (const tid of tids) {
+    try {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      /* thread gone */
+    }
+  }
+  return ns / 1e6;
 }
 
 /** `pid` and every live descendant. */

@@ -50,3 +50,12 @@ test('the process listening on a TCP port is found through /proc', async () => {
   await new Promise((r) => srv.close(r));
   assert.equal(pidListeningOn(port), undefined);
 });
+
+test('CPU time of a process counts all its threads', async () => {
+  const { Worker } = await import('node:worker_threads');
+  const before = treeCpuMs(process.pid);
+  const live = new Worker('const t = Date.now(); while (Date.now() - t < 600);', { eval: true });
+  await new Promise((r) => setTimeout(r, 400));
+  assert.ok(treeCpuMs(process.pid) - before > 200, 'a busy worker thread is counted');
+  await new Promise((r) => live.once('exit', r));
+});

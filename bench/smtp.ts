@@ -1,0 +1,459 @@
+// SMTP benchmark: facteur's SMTP service versus Debian's Postfix, same machine, same run, same message: authenticated
+// submission (STARTTLS + AUTH PLAIN, several 10 KB messages per connection), plain inbound for a local domain (a Node
+// generator and Postfix's own smtp-source), and memory per idle connection. Both fsync each message into their queue
+// before the 250 and deliver nothing. Trusts the binaries it starts; counts every 4xx/5xx or transport failure as an error.
+// Usage: npm run bench:smtp [-- --quick] [--no-doc]
+import { spawn, spawnSync, execFile, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { freePort, waitForSocket } from '../test/helpers/net.js';
+import { FACTEUR, startFacteur, type RunningDaemon } from './lib/daemons.js';
+import { treeCpuMs, machineBusyMs, processTree } from './lib/procstat.js';
+import { machineInfo, textTable, markdownTable } from './lib/report.js';
+import { startBenchPostfix, type BenchPostfix } from './smtp/postfix.js';
+import type { SessionResult, SessionSpec } from './smtp/client.js';
+import type { JobBody } from './smtp/loadgen-child.js';
+
+const run = promisify(execFile);
+const argv = process.argv.slice(2);
+const QUICK = argv.includes('--quick');
+const WRITE_DOC = !argv.includes('--no-doc');
+const CELL_MS = QUICK ? 3000 : 10_000;
+const WARMUP_MS = QUICK ? 1000 : 2000;
+const IDLE = QUICK ? 1000 : 5000;
+const CONCURRENCY = [1, 8, 32];
+const MSGS_PER_CONN = 10;
+const BODY = 10_240;
+const DOMAIN = 'bench.test';
+const LOGIN = `bench@${DOMAIN}`;
+const PASSWORD = 'bench-Passw0rd';
+const INBOUND_FROM = 'sender@example.net';
+const INBOUND_TO = `postmaster@${DOMAIN}`;
+const SUBMIT_TO = 'friend@example.net';
+const NOFILE = 65_536;
+const DOC = path.resolve(import.meta.dirname, '../docs/benchmarks-smtp.md');
+
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+/** argv wrapped in `sh -c 'ulimit -n N; exec …'`: raises the descriptor limit of the child only. */
+function withNofile(cmd: string, args: string[]): [string, string[]] {
+  return ['sh', ['-c', `ulimit -n ${NOFILE} 2>/dev/null || ulimit -n $(ulimit -Hn); exec "$0" "$@"`, cmd, ...args]];
+}
+
+function exited(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
+  return new Promise((r) => p.once('exit', () => r()));
+}
+
+/** The Node load generator, one process for the whole run, so its CPU is apart from ours and measurable. */
+class Generator {
+  private seq = 0;
+  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m: { id?: number; result?: unknown; error?: string }) => {
+      if (m.id === undefined) return;
+      const p = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      if (m.error !== undefined) p?.reject(new Error(`load generator: ${m.error}`));
+      else p?.resolve(m.result);
+    });
+    proc.on('exit', (code) => {
+      for (const p of this.pending.values()) p.reject(new Error(`load generator exited ${code}`));
+      this.pending.clear();
+    });
+  }
+
+  static async start(): Promise<Generator> {
+    const [cmd, args] = withNofile(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'smtp/loadgen-child.ts')]);
+    const proc = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    await new Promise<void>((resolve, reject) => {
+      proc.once('message', () => resolve());
+      proc.once('exit', (code) => reject(new Error(`load generator exited ${code} before it was ready`)));
+    });
+    return new Generator(proc);
+  }
+
+  call<T>(job: JobBody): Promise<T> {
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.proc.send({ ...job, id });
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.proc.disconnect();
+    await exited(this.proc);
+  }
+}
+
+interface Server {
+  name: 'facteur' | 'Postfix';
+  inboundPort: number;
+  submissionPort: number;
+  /** Processes whose CPU and memory are the server's (facteur: its one process; Postfix: master and every child). */
+  rootPid(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+async function startFacteurServe(dir: string, cert: string, key: string, authdSocket: string): Promise<Server> {
+  const inboundPort = await freePort();
+  const submissionPort = await freePort();
+  await fsp.mkdir(dir, { recursive: true });
+  const config = path.join(dir, 'facteur.toml');
+  await fsp.writeFile(
+    config,
+    `[server]
+data_dir = ${JSON.stringify(path.join(dir, 'data'))}
+hostname = "mx.${DOMAIN}"
+local_domains = [${JSON.stringify(DOMAIN)}]
+tls_cert = ${JSON.stringify(cert)}
+tls_key = ${JSON.stringify(key)}
+max_connections = ${IDLE + 1000}
+max_connections_per_ip = ${IDLE + 1000}
+log_level = "info"
+
+[auth]
+backend = "saslauthd"
+saslauthd_path = ${JSON.stringify(authdSocket)}
+
+[inbound]
+listen = ["127.0.0.1:${inboundPort}"]
+
+[submission]
+listen = ["127.0.0.1:${submissionPort}"]
+
+[submissions]
+enabled = false
+
+[ratelimit]
+messages_per_user_per_hour = 0
+recipients_per_user_per_hour = 0
+connections_per_ip_per_minute = 0
+
+[metrics]
+listen = ""
+`,
+  );
+  // Logs go to a file, as Postfix's go to its maillog_file.
+  const logFd = fs.openSync(path.join(dir, 'facteur.log'), 'a');
+  const [cmd, args] = withNofile(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'smtp/facteur-serve.ts'), config]);
+  const proc = spawn(cmd, args, { stdio: ['ignore', logFd, logFd] });
+  fs.closeSync(logFd);
+  await Promise.race([
+    waitForSocket(submissionPort, 30_000),
+    exited(proc).then(() => {
+      throw new Error(`facteur serve exited ${proc.exitCode}; see ${path.join(dir, 'facteur.log')}`);
+    }),
+  ]);
+  return {
+    name: 'facteur',
+    inboundPort,
+    submissionPort,
+    rootPid: async () => proc.pid!,
+    async stop() {
+      proc.kill('SIGTERM');
+      await Promise.race([exited(proc), new Promise((r) => setTimeout(r, 10_000))]);
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      await exited(proc);
+    },
+  };
+}
+
+async function startPostfixServer(dir: string, cert: string, key: string, authdSocket: string): Promise<{ server: Server; postfix: BenchPostfix }> {
+  const postfix = await startBenchPostfix({
+    dir,
+    inboundPort: await freePort(),
+    submissionPort: await freePort(),
+    saslauthdPath: authdSocket,
+    certFile: cert,
+    keyFile: key,
+    localDomain: DOMAIN,
+    login: LOGIN,
+    processLimit: IDLE + 1000,
+  });
+  return {
+    postfix,
+    server: { name: 'Postfix', inboundPort: postfix.inboundPort, submissionPort: postfix.submissionPort, rootPid: () => postfix.masterPid(), stop: () => postfix.stop() },
+  };
+}
+
+interface Row {
+  scenario: string;
+  server: string;
+  concurrency: number;
+  mps: number;
+  ok: number;
+  errors: number;
+  errorKinds: string;
+  p50?: number;
+  p99?: number;
+  setupP50?: number;
+  serverCpu: number;
+  authdCpu: number;
+  genCpu?: number;
+  machineCpu: number;
+}
+
+const pct = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN);
+
+/** CPU of the server, authd and generator over a measured phase, in % of one core. */
+async function measured<T>(server: Server, authd: RunningDaemon, gen: number | undefined, fn: () => Promise<T>): Promise<{ value: T; ms: number; cpu: { server: number; authd: number; gen?: number; machine: number } }> {
+  const root = await server.rootPid();
+  const s0 = treeCpuMs(root);
+  const a0 = treeCpuMs(authd.pid);
+  const g0 = gen ? treeCpuMs(gen) : 0;
+  const m0 = machineBusyMs();
+  const t0 = performance.now();
+  const value = await fn();
+  const ms = performance.now() - t0;
+  const share = (d: number) => Math.round((d / ms) * 100);
+  return {
+    value,
+    ms,
+    cpu: { server: share(treeCpuMs(root) - s0), authd: share(treeCpuMs(authd.pid) - a0), gen: gen ? share(treeCpuMs(gen) - g0) : undefined, machine: share(machineBusyMs() - m0) },
+  };
+}
+
+function spec(server: Server, submission: boolean, concurrency: number, durationMs: number): SessionSpec {
+  return submission
+    ? { port: server.submissionPort, submission, login: LOGIN, password: PASSWORD, from: LOGIN, to: SUBMIT_TO, concurrency, messagesPerConnection: MSGS_PER_CONN, durationMs, bodyBytes: BODY, timeoutMs: 30_000 }
+    : { port: server.inboundPort, submission, from: INBOUND_FROM, to: INBOUND_TO, concurrency, messagesPerConnection: MSGS_PER_CONN, durationMs, bodyBytes: BODY, timeoutMs: 30_000 };
+}
+
+const kinds = (e: Record<string, number>) =>
+  Object.entries(e)
+    .map(([k, n]) => `${n}× ${k}`)
+    .join('; ');
+
+async function sessionCell(gen: Generator, server: Server, authd: RunningDaemon, scenario: string, submission: boolean, concurrency: number): Promise<Row> {
+  const m = await measured(server, authd, gen.proc.pid, () => gen.call<SessionResult>({ kind: 'sessions', spec: spec(server, submission, concurrency, CELL_MS) }));
+  const r = m.value;
+  const errors = Object.values(r.errors).reduce((a, b) => a + b, 0);
+  const row: Row = {
+    scenario,
+    server: server.name,
+    concurrency,
+    mps: r.ok / (r.elapsedMs / 1000),
+    ok: r.ok,
+    errors,
+    errorKinds: kinds(r.errors),
+    p50: pct(r.latencies, 50),
+    p99: pct(r.latencies, 99),
+    setupP50: pct(r.setups, 50),
+    serverCpu: m.cpu.server,
+    authdCpu: m.cpu.authd,
+    genCpu: m.cpu.gen,
+    machineCpu: m.cpu.machine,
+  };
+  log(`  ${scenario} ${server.name} c=${concurrency}: ${row.mps.toFixed(0)} msg/s p50 ${row.p50?.toFixed(1)} ms p99 ${row.p99?.toFixed(1)} ms, ${errors} errors ${row.errorKinds}; CPU server ${row.serverCpu}% authd ${row.authdCpu}% gen ${row.genCpu}% machine ${row.machineCpu}%`);
+  return row;
+}
+
+/** Postfix's smtp-source: SESSIONS parallel sessions, one message per connection, MESSAGES in all. */
+async function smtpSourceCell(server: Server, authd: RunningDaemon, sessions: number, messages: number): Promise<Row> {
+  const args = ['-s', String(sessions), '-m', String(messages), '-l', String(BODY), '-f', INBOUND_FROM, '-t', INBOUND_TO, `127.0.0.1:${server.inboundPort}`];
+  const m = await measured(server, authd, undefined, async () => {
+    try {
+      await run('/usr/sbin/smtp-source', args, { timeout: 120_000 });
+      return '';
+    } catch (err) {
+      const e = err as { stderr?: string; message: string };
+      return (e.stderr || e.message).trim().split('\n').slice(-1)[0] ?? 'failed';
+    }
+  });
+  const failed = m.value;
+  const row: Row = {
+    scenario: 'inbound, smtp-source (1 msg/conn)',
+    server: server.name,
+    concurrency: sessions,
+    mps: failed ? 0 : messages / (m.ms / 1000),
+    ok: failed ? 0 : messages,
+    errors: failed ? 1 : 0,
+    errorKinds: failed,
+    serverCpu: m.cpu.server,
+    authdCpu: m.cpu.authd,
+    machineCpu: m.cpu.machine,
+  };
+  log(`  smtp-source ${server.name} s=${sessions} m=${messages}: ${row.mps.toFixed(0)} msg/s ${failed ? `FAILED: ${failed}` : ''}; CPU server ${row.serverCpu}% machine ${row.machineCpu}%`);
+  return row;
+}
+
+function statusKiB(pid: number, field: string): number {
+  try {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/${field === 'Pss' ? 'smaps_rollup' : 'status'}`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+interface Mem {
+  processes: number;
+  rssKiB: number;
+  pssKiB: number;
+}
+
+function memory(root: number): Mem {
+  const pids = processTree(root);
+  return { processes: pids.length, rssKiB: pids.reduce((a, p) => a + statusKiB(p, 'VmRSS'), 0), pssKiB: pids.reduce((a, p) => a + statusKiB(p, 'Pss'), 0) };
+}
+
+interface IdleRow {
+  server: string;
+  open: number;
+  stillOpen: number;
+  errors: string;
+  openSeconds: number;
+  before: Mem;
+  after: Mem;
+}
+
+async function idleCell(gen: Generator, server: Server): Promise<IdleRow> {
+  const root = await server.rootPid();
+  await new Promise((r) => setTimeout(r, 1000));
+  const before = memory(root);
+  const r = await gen.call<{ open: number; errors: Record<string, number>; ms: number }>({ kind: 'idle-open', port: server.inboundPort, count: IDLE, parallel: 100, timeoutMs: 60_000 });
+  await new Promise((res) => setTimeout(res, 2000));
+  const after = memory(root);
+  const stillOpen = await gen.call<number>({ kind: 'idle-alive' });
+  await gen.call({ kind: 'idle-close' });
+  const row = { server: server.name, open: r.open, stillOpen, errors: kinds(r.errors), openSeconds: r.ms / 1000, before, after };
+  log(`  idle ${server.name}: ${r.open}/${IDLE} open in ${(r.ms / 1000).toFixed(1)} s (${stillOpen} still open after 2 s), ${before.processes}→${after.processes} processes, RSS ${before.rssKiB}→${after.rssKiB} KiB, PSS ${before.pssKiB}→${after.pssKiB} KiB ${row.errors}`);
+  return row;
+}
+
+function versions(): { postfix: string; openssl: string } {
+  const text = (cmd: string, args: string[]) => (spawnSync(cmd, args, { encoding: 'utf8' }).stdout ?? '').trim() || 'unknown';
+  return { postfix: text('/usr/sbin/postconf', ['-h', 'mail_version']), openssl: text('openssl', ['version']) };
+}
+
+const f0 = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(0));
+const f1 = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(1));
+
+function render(rows: Row[], idle: IdleRow[], info: ReturnType<typeof machineInfo>, v: ReturnType<typeof versions>, started: Date, seconds: number): string {
+  const head = ['scenario', 'server', 'clients', 'msg/s', 'ok', 'errors', 'p50 ms', 'p99 ms', 'setup p50 ms', 'server CPU %', 'authd CPU %', 'generator CPU %', 'machine CPU %'];
+  const body = rows.map((r) => [r.scenario, r.server, String(r.concurrency), f0(r.mps), String(r.ok), String(r.errors), f1(r.p50), f1(r.p99), f1(r.setupP50), String(r.serverCpu), String(r.authdCpu), r.genCpu === undefined ? '-' : String(r.genCpu), String(r.machineCpu)]);
+  const idleHead = ['server', 'idle connections', 'still open', 'processes', 'RSS before MiB', 'RSS after MiB', 'RSS per conn KiB', 'PSS before MiB', 'PSS after MiB', 'PSS per conn KiB', 'open time s'];
+  const idleBody = idle.map((i) => [
+    i.server,
+    String(i.open),
+    String(i.stillOpen),
+    `${i.before.processes}→${i.after.processes}`,
+    f1(i.before.rssKiB / 1024),
+    f1(i.after.rssKiB / 1024),
+    f1((i.after.rssKiB - i.before.rssKiB) / Math.max(1, i.open)),
+    f1(i.before.pssKiB / 1024),
+    f1(i.after.pssKiB / 1024),
+    f1((i.after.pssKiB - i.before.pssKiB) / Math.max(1, i.open)),
+    f1(i.openSeconds),
+  ]);
+  const errs = rows.filter((r) => r.errors).map((r) => `- ${r.scenario}, ${r.server}, ${r.concurrency} clients: ${r.errorKinds}`);
+  return [
+    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC${QUICK ? ' with `--quick`' : ''}, ${Math.round(seconds)} s in all: \`npm run bench:smtp${QUICK ? ' -- --quick' : ''}\`.`,
+    '',
+    `- Machine: ${info.cpu}, ${info.cores} cores, ${info.ramGiB} GiB RAM, ${info.kernel}`,
+    `- Node ${info.node}, Postfix ${v.postfix}, ${v.openssl}, ${info.cyrus} (libsasl client side of Postfix)`,
+    `- ${CELL_MS / 1000} s per cell after a ${WARMUP_MS / 1000} s warm-up per server and scenario; message body ${BODY} bytes (plus ~300 bytes of headers); ${MSGS_PER_CONN} messages per connection for the Node generator; idle test: ${IDLE} connections.`,
+    '',
+    markdownTable(head, body),
+    '',
+    errs.length ? `Errors:\n\n${errs.join('\n')}\n` : 'No errors: every message got its 250.',
+    '',
+    '### Memory per idle connection',
+    '',
+    markdownTable(idleHead, idleBody),
+  ].join('\n');
+}
+
+const START = '<!-- bench:smtp:start -->';
+const END = '<!-- bench:smtp:end -->';
+
+function writeDoc(body: string): void {
+  let text = fs.existsSync(DOC) ? fs.readFileSync(DOC, 'utf8') : '# SMTP benchmark: facteur serve versus Postfix\n';
+  const block = `${START}\n${body.trim()}\n${END}`;
+  const a = text.indexOf(START);
+  const b = text.indexOf(END);
+  if (a >= 0 && b > a) text = text.slice(0, a) + block + text.slice(b + END.length);
+  else text = `${text.trimEnd()}\n\n${block}\n`;
+  fs.writeFileSync(DOC, text);
+}
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'facteur-bench-smtp-'));
+  await fsp.chmod(dir, 0o755); // Postfix's smtpd (user postfix) must reach the authd socket below it.
+  const cleanup: Array<() => Promise<void>> = [];
+  try {
+    // One certificate for both (EC P-256, as facteur generates), one users file, one authd with its cache on.
+    const cert = path.join(dir, 'cert.pem');
+    const key = path.join(dir, 'key.pem');
+    await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '30', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', key, '-out', cert]);
+    await fsp.chmod(key, 0o644);
+    const users = path.join(dir, 'users');
+    await new Promise<void>((resolve, reject) => {
+      const p = spawn(FACTEUR, ['user', 'add', '--file', users, LOGIN], { stdio: ['pipe', 'ignore', 'inherit'] });
+      p.stdin.end(`${PASSWORD}\n${PASSWORD}\n`);
+      p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`facteur user add exited ${code}`))));
+    });
+    const authd = await startFacteur('facteur authd', path.join(dir, 'authd'), ['-a', 'file', '-O', users, '-r', '-c', '--group', 'postfix', '--no-penalty']);
+    cleanup.unshift(() => authd.stop());
+    await fsp.chmod(path.join(dir, 'authd'), 0o755);
+
+    log('starting facteur and Postfix…');
+    const facteur = await startFacteurServe(path.join(dir, 'facteur'), cert, key, authd.socket);
+    cleanup.unshift(() => facteur.stop());
+    await fsp.mkdir(path.join(dir, 'postfix'));
+    const { server: postfix, postfix: pf } = await startPostfixServer(path.join(dir, 'postfix'), cert, key, authd.socket);
+    cleanup.unshift(() => postfix.stop());
+    const gen = await Generator.start();
+    cleanup.unshift(() => gen.stop());
+    const servers = [facteur, postfix];
+
+    const rows: Row[] = [];
+    for (const [scenario, submission] of [
+      ['submission, STARTTLS + AUTH PLAIN', true],
+      ['inbound, plain (Node)', false],
+    ] as const) {
+      log(`${scenario}:`);
+      for (const s of servers) await gen.call<SessionResult>({ kind: 'sessions', spec: spec(s, submission, 8, WARMUP_MS) });
+      // Interleaved (facteur, Postfix, facteur, …) so that queue growth and machine drift touch both alike.
+      for (const c of CONCURRENCY) for (const s of servers) rows.push(await sessionCell(gen, s, authd, scenario, submission, c));
+    }
+    log('inbound, smtp-source:');
+    for (const sessions of [8, 32]) {
+      for (const s of servers) {
+        // As many messages as the Node generator moved in one cell at this concurrency, so each run lasts about a cell.
+        const ref = rows.find((r) => r.scenario === 'inbound, plain (Node)' && r.server === s.name && r.concurrency === sessions);
+        const messages = Math.max(200, Math.round(((ref?.mps ?? 100) * CELL_MS) / 1000 / 2));
+        rows.push(await smtpSourceCell(s, authd, sessions, messages));
+      }
+    }
+    log(`Postfix hold queue: ${await pf.held()} messages`);
+    log('idle connections:');
+    const idle: IdleRow[] = [];
+    for (const s of servers) idle.push(await idleCell(gen, s));
+
+    const seconds = (Date.now() - started.getTime()) / 1000;
+    const info = machineInfo();
+    const text = render(rows, idle, info, versions(), started, seconds);
+    process.stdout.write(
+      `\n${textTable(
+        ['scenario', 'server', 'c', 'msg/s', 'errors', 'p50', 'p99', 'srv CPU%', 'authd%', 'gen%', 'mach%'],
+        rows.map((r) => [r.scenario, r.server, String(r.concurrency), f0(r.mps), String(r.errors), f1(r.p50), f1(r.p99), String(r.serverCpu), String(r.authdCpu), r.genCpu === undefined ? '-' : String(r.genCpu), String(r.machineCpu)]),
+      )}\n`,
+    );
+    if (WRITE_DOC) {
+      writeDoc(text);
+      log(`wrote ${path.relative(process.cwd(), DOC)}`);
+    } else process.stdout.write(`\n${text}\n`);
+  } finally {
+    for (const c of cleanup) await c().catch((e: Error) => log(`cleanup: ${e.message}`));
+    await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+await main();

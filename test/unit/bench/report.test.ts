@@ -53,9 +53,16 @@ test('the process listening on a TCP port is found through /proc', async () => {
 
 test('CPU time of a process counts all its threads', async () => {
   const { Worker } = await import('node:worker_threads');
-  const before = treeCpuMs(process.pid);
-  const live = new Worker('const t = Date.now(); while (Date.now() - t < 600);', { eval: true });
-  await new Promise((r) => setTimeout(r, 400));
-  assert.ok(treeCpuMs(process.pid) - before > 200, 'a busy worker thread is counted');
-  await new Promise((r) => live.once('exit', r));
+  const { readFileSync } = await import('node:fs');
+  // A fixed amount of work (not a wall-clock time, so a busy machine cannot make it fail), then it waits to be told to exit.
+  const w = new Worker(
+    `const { parentPort } = require('node:worker_threads'); let x = 0; for (let i = 0; i < 3e8; i++) x = (x + i) % 1000003;
+     parentPort.postMessage(x); parentPort.once('message', () => process.exit(0));`,
+    { eval: true },
+  );
+  await new Promise((r) => w.once('message', r));
+  const mainThreadMs = Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+  assert.ok(treeCpuMs(process.pid) - mainThreadMs > 50, 'the CPU of the worker thread is counted');
+  w.postMessage('exit');
+  await new Promise((r) => w.once('exit', r));
 });

@@ -46,8 +46,8 @@ export const DEFAULT_CONFIG_FILE = '/etc/saslauthd.conf';
 const SERVER_BACKOFF_MS = 10_000;
 /** Bound on the login->DN cache. */
 const DN_CACHE_MAX = 10_000;
-/** Idle user-bind connections kept per server = poolSize * this. */
-const USER_IDLE_FACTOR = 4;
+/** User-bind connections per server (busy or idle) = ldap_pool_size * this; further binds wait for a free one. */
+const USER_CONN_FACTOR = 16;
 
 /** The directory (or the way to it) failed: try the next server, answer tempfail if none works. */
 class ServerTrouble extends Error {
@@ -65,6 +65,9 @@ interface Server {
   downUntil: number;
   svc: Conn[];
   idleUser: Conn[];
+  /** User-bind connections in use. */
+  userActive: number;
+  userWaiters: Array<{ wake: () => void; gone: boolean }>;
 }
 
 class Conn {
@@ -182,7 +185,7 @@ export class LdapBackend implements AuthBackend {
     this.servers = cfg.servers.map((u) => {
       const url = new URL(u);
       const host = url.hostname.replace(/^\[|\]$/g, '');
-      return { url: `${url.protocol}//${url.host}`, host, secure: url.protocol === 'ldaps:', downUntil: 0, svc: [], idleUser: [] };
+      return { url: `${url.protocol}//${url.host}`, host, secure: url.protocol === 'ldaps:', downUntil: 0, svc: [], idleUser: [], userActive: 0, userWaiters: [] };
     });
     this.dnCache.clear();
   }
@@ -431,11 +434,14 @@ export class LdapBackend implements AuthBackend {
   private async open(server: Server, signal: AbortSignal, explain?: Explain): Promise<Conn> {
     const cfg = this.cfg;
     let opened = false;
-    const once = <F extends (...a: never[]) => unknown>(fn: F): F =>
+    // One socket per Client: if it closes, ldapts would silently reconnect (in clear text after StartTLS); refuse instead.
+    const once = <F extends (...a: never[]) => net.Socket>(fn: F): F =>
       ((...a: Parameters<F>) => {
         if (opened) throw new Error('LDAP connection closed (not reconnecting)');
         opened = true;
-        return fn(...a);
+        const sock = fn(...a);
+        sock.setNoDelay(true);
+        return sock;
       }) as F;
     const servername = net.isIP(server.host) ? undefined : server.host;
     const client = new Client({
@@ -511,27 +517,49 @@ export class LdapBackend implements AuthBackend {
   }
 
   private async withUserConn<T>(server: Server, signal: AbortSignal, fn: (c: Conn) => Promise<T>, explain?: Explain): Promise<T> {
-    let conn: Conn | undefined;
-    while (server.idleUser.length) {
-      const c = server.idleUser.pop()!;
-      if (c.alive()) {
-        conn = c;
+    const max = this.cfg.poolSize * USER_CONN_FACTOR;
+    while (server.userActive >= max) {
+      const w = { wake: () => {}, gone: false };
+      const woken = new Promise<void>((resolve) => (w.wake = resolve));
+      server.userWaiters.push(w);
+      try {
+        await raceAbort(woken, signal, () => (w.gone = true));
+      } catch (err) {
+        w.gone = true;
+        throw err;
+      }
+    }
+    server.userActive++;
+    try {
+      let conn: Conn | undefined;
+      while (server.idleUser.length) {
+        const c = server.idleUser.pop()!;
+        if (c.alive()) {
+          conn = c;
+          break;
+        }
+        c.kill();
+      }
+      const reused = !!conn;
+      const attemptOn = async (c: Conn): Promise<T> => {
+        const r = await this.run(c, signal, fn);
+        if (c.alive() && !this.closed && server.idleUser.length < max && this.servers.includes(server)) server.idleUser.push(c);
+        else c.kill();
+        return r;
+      };
+      try {
+        return await attemptOn(conn ?? (await this.open(server, signal, explain)));
+      } catch (err) {
+        if (err instanceof ServerTrouble && reused && !signal.aborted) return attemptOn(await this.open(server, signal, explain));
+        throw err;
+      }
+    } finally {
+      server.userActive--;
+      for (let w = server.userWaiters.shift(); w; w = server.userWaiters.shift()) {
+        if (w.gone) continue;
+        w.wake();
         break;
       }
-      c.kill();
-    }
-    const reused = !!conn;
-    const attemptOn = async (c: Conn): Promise<T> => {
-      const r = await this.run(c, signal, fn);
-      if (c.alive() && !this.closed && server.idleUser.length < this.cfg.poolSize * USER_IDLE_FACTOR && this.servers.includes(server)) server.idleUser.push(c);
-      else c.kill();
-      return r;
-    };
-    try {
-      return await attemptOn(conn ?? (await this.open(server, signal, explain)));
-    } catch (err) {
-      if (err instanceof ServerTrouble && reused && !signal.aborted) return attemptOn(await this.open(server, signal, explain));
-      throw err;
     }
   }
 

@@ -6,26 +6,28 @@
 //   $2a$ / $2b$ / $2y$ NN $ 53 chars                           bcrypt (hash-wasm)
 //   $6$[rounds=N$]salt$hash, $5$...                           sha512-crypt / sha256-crypt (Drepper's spec, implemented here)
 //   $1$salt$hash                                              md5-crypt (phk's algorithm, implemented here)
+//   $y$params$salt$hash                                       yescrypt, default flavour (./yescrypt.ts, from the reference spec)
 //   {SSHA} {SSHA256} {SSHA512} {SMD5}                         base64(digest(password + salt) + salt)
 //   {SHA} {SHA256} {SHA512} {LDAP-MD5} {PLAIN-MD5}             base64 or hex digest of the password
 //   {MD5}                                                     md5-crypt when the value starts with $1$ (Dovecot), else a plain digest (OpenLDAP)
 //   {PLAIN} {CLEARTEXT}                                       the password itself
 //   {CRYPT} {SHA512-CRYPT} {SHA256-CRYPT} {MD5-CRYPT} {BLF-CRYPT} {ARGON2ID} {ARGON2I}   prefix removed, the value is one of the crypt forms above
-// Not supported (verifyPasswordHash answers null): yescrypt `$y$` (no well-kept JavaScript implementation exists; Debian 12's
-// default for /etc/shadow), traditional DES crypt, `{SASL}`, `{K5KEY}` and any other scheme. A malformed value of a known scheme answers false.
+// Not supported (verifyPasswordHash answers null): yescrypt flavours other than libxcrypt's default, scrypt `$7$`, traditional DES
+// crypt, `{SASL}`, `{K5KEY}` and any other scheme. A malformed value of a known scheme answers false.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { argon2i, argon2id, bcrypt } from 'hash-wasm';
+import { parseSetting, paramsProblem, yescryptCrypt } from './yescrypt.js';
 
 /** Parameters of new hashes: OWASP's argon2id recommendation (19 MiB, 2 passes, 1 lane) — affordable per login, still memory-hard. */
 export const ARGON2_PARAMS = { memorySize: 19456, iterations: 2, parallelism: 1, hashLength: 32, saltLength: 16 } as const;
 
 /** sha-crypt rounds above this are refused (false) rather than computed: a hostile stored hash must not pin the CPU for minutes. */
-export const MAX_SHA_CRYPT_ROUNDS = 10_000_000;
+export const MAX_SHA_CRYPT_ROUNDS = 2_000_000; // passlib's default is 656000, glibc's 5000
 /** argon2 memory above this (KiB) is refused, for the same reason. */
-export const MAX_ARGON2_MEMORY_KIB = 1024 * 1024;
+export const MAX_ARGON2_MEMORY_KIB = 256 * 1024; // Dovecot's default is 64 MiB
 
 // ---- worker pool: argon2 and bcrypt take tens of milliseconds of CPU; they run on worker threads, off the event loop ----
 
@@ -175,7 +177,18 @@ async function verifyCrypt(pw: Buffer, value: string): Promise<boolean | null> {
   if (value.startsWith('$6$')) return verifyShaCrypt(pw, value, 'sha512');
   if (value.startsWith('$5$')) return verifyShaCrypt(pw, value, 'sha256');
   if (value.startsWith('$1$')) return verifyMd5Crypt(pw, value);
+  if (value.startsWith('$y$')) return verifyYescrypt(pw, value);
   return null;
+}
+
+async function verifyYescrypt(pw: Buffer, value: string): Promise<boolean | null> {
+  const m = /^\$y\$[./0-9A-Za-z]+\$[./0-9A-Za-z]*\$([./0-9A-Za-z]{43})$/.exec(value);
+  const parsed = m ? parseSetting(value) : null;
+  if (!m || !parsed) return false;
+  if (paramsProblem(parsed.params)) return null; // a flavour or size facteur does not compute
+  const computed = await yescryptCrypt(pw, value);
+  if (computed === null) return false;
+  return constantTimeEqual(Buffer.from(computed.slice(-43)), Buffer.from(m[1]!));
 }
 
 // ---- argon2 (PHC string format) ----

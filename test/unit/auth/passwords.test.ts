@@ -67,6 +67,27 @@ test('sha-crypt: published vectors (Drepper spec) including custom and clamped r
   assert.equal(md5Crypt(Buffer.from('x y'), '$1$UXPI60nS'), '$1$UXPI60nS$wZsqejumhqeJMb6kCGbgS.');
 });
 
+/** libxcrypt's crypt(3) through Python's crypt module (Debian 12's python3), as /etc/shadow hashes are made. */
+const libxcrypt = (pw: string, setting: string) =>
+  execFileSync('python3', ['-W', 'ignore', '-c', 'import crypt,sys; print(crypt.crypt(sys.stdin.read(), sys.argv[1]))', setting], { input: pw, encoding: 'utf8' }).trim();
+
+test('yescrypt ($y$): published-by-libxcrypt vectors, and hashes made at run time by libxcrypt', async () => {
+  assert.equal(await verifyPasswordHash('pw', '$y$j75$F5Jx5fExrKuPp53xLKQ..1$6z8bJ9aRId.8ArLYSYDplRF69XwusC3CguNEDPO713.'), true);
+  assert.equal(await verifyPasswordHash('pw', '$y$j9T$F5Jx5fExrKuPp53xLKQ..1$U4SOHmDd8SvW5vCUKSMR6N835VPwFAtgYNhQ9mFFeL5'), true);
+  assert.equal(await verifyPasswordHash('pW', '$y$j9T$F5Jx5fExrKuPp53xLKQ..1$U4SOHmDd8SvW5vCUKSMR6N835VPwFAtgYNhQ9mFFeL5'), false);
+  // Cheaper costs than the default (to keep the test short), p=2 and t=1 settings, hostile passwords, random salts; made by libxcrypt.
+  const settings = ['$y$j75$', '$y$j8T..$', '$y$j7T/.$'];
+  for (const [i, setting] of settings.entries()) {
+    const pw = PASSWORDS[(i + 2) % PASSWORDS.length]!;
+    const salt = execFileSync('python3', ['-W', 'ignore', '-c', `import crypt; print(crypt.mksalt(crypt.METHOD_SHA512)[3:])`], { encoding: 'utf8' }).trim().slice(0, 16);
+    const h = libxcrypt(pw, `${setting}${salt}$`);
+    assert.match(h, /^\$y\$/, `${setting}: ${h}`);
+    assert.equal(await verifyPasswordHash(pw, h), true, h);
+    assert.equal(await verifyPasswordHash(`${pw}x`, h), false, h);
+    if (i === 0) assert.equal(await verifyPasswordHash(pw, `{CRYPT}${h}`), true, h);
+  }
+});
+
 test('hashPassword makes argon2id PHC strings that verify, with a fresh salt each time', async () => {
   const a = await hashPassword('pa"ss\\wd é');
   const b = await hashPassword('pa"ss\\wd é');
@@ -80,7 +101,7 @@ test('hashPassword makes argon2id PHC strings that verify, with a fresh salt eac
 });
 
 test('unknown schemes answer null; malformed values of known schemes answer false', async () => {
-  for (const h of ['$y$j9T$abc$def', '{SASL}bob@EXAMPLE', '{K5KEY}', 'abXyZ12345678', 'plaintext', '', '$7$xx', '{NOPE}x']) {
+  for (const h of ['$y$/9T$F5Jx5fExrKuPp53xLKQ..1$U4SOHmDd8SvW5vCUKSMR6N835VPwFAtgYNhQ9mFFeL5', '{SASL}bob@EXAMPLE', '{K5KEY}', 'abXyZ12345678', 'plaintext', '', '$7$xx', '{NOPE}x']) {
     assert.equal(await verifyPasswordHash('x', h), null, h);
   }
   const malformed = [
@@ -88,6 +109,7 @@ test('unknown schemes answer null; malformed values of known schemes answer fals
     '$2y$05$short', '$2y$99$' + 'a'.repeat(53), '$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g', '$argon2id$v=16$m=65536,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2g',
     '$argon2id$v=19$m=99999999,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2g', '$1$salt$short', '{MD5}$1$abc$',
     `$6$rounds=${MAX_SHA_CRYPT_ROUNDS + 1}$salt$${'a'.repeat(86)}`,
+    '$y$j9T$abc$def', '$y$j9T$F5Jx5fExrKuPp53xLKQ..1$short', '$y$j9T$!!$U4SOHmDd8SvW5vCUKSMR6N835VPwFAtgYNhQ9mFFeL5',
   ];
   for (const h of malformed) assert.equal(await verifyPasswordHash('x', h), false, h);
 });

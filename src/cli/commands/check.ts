@@ -5,8 +5,12 @@ import { checkAuthd, checkPostfix, type Finding } from '../../auth/check.js';
 import { parseAuthdArgs } from '../../auth/daemon/options.js';
 import { SOCKET_NAME } from '../../auth/daemon/run.js';
 import { UsageError } from '../../lib/errors.js';
+import { checkServeConfig } from '../../config/check.js';
 
-const USAGE = `usage: facteur check [--authd "AUTHD FLAGS" | --defaults /etc/default/saslauthd] [--postfix DIR]
+const USAGE = `usage: facteur check [--config facteur.toml] [--authd "AUTHD FLAGS" | --defaults /etc/default/saslauthd] [--postfix DIR]
+
+  --config FILE     check facteur serve's TOML configuration and what it points at: keys, TLS certificate and key,
+                    listeners, relay, auth backend or socket, LDAP directory, data and spool directories, LMTP target
 
   --defaults FILE   check the authd started from this Debian defaults file (mechanism, its config, run directory)
   --authd FLAGS     the same, from authd flags, e.g. --authd "-a ldap -O /etc/saslauthd.conf -m /var/run/saslauthd"
@@ -16,17 +20,22 @@ const USAGE = `usage: facteur check [--authd "AUTHD FLAGS" | --defaults /etc/def
 export async function run(argv: string[]): Promise<number> {
   let authdArgs: string[] | undefined;
   let postfixDir: string | undefined;
+  let configFile: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--defaults') authdArgs = ['--defaults', argv[++i]];
     else if (a === '--authd') authdArgs = (argv[++i] ?? '').split(/\s+/).filter(Boolean);
     else if (a === '--postfix') postfixDir = argv[++i];
-    else if (a === '-h' || a === '--help') {
+    else if (a === '--config' || a === '-c') {
+      configFile = argv[++i];
+      if (!configFile) throw new UsageError(`check: --config needs a file\n${USAGE}`);
+    } else if (a === '-h' || a === '--help') {
       process.stdout.write(USAGE);
       return 0;
     } else throw new UsageError(`check: unknown argument ${a}\n${USAGE}`);
   }
   const findings: Finding[] = [];
+  if (configFile) findings.push(...(await checkServeConfig(configFile)));
   let socket: string | undefined;
   if (authdArgs) {
     try {
@@ -40,7 +49,7 @@ export async function run(argv: string[]): Promise<number> {
   if (!postfixDir && fs.existsSync('/etc/postfix/main.cf') && authdArgs) postfixDir = '/etc/postfix';
   if (postfixDir) findings.push(...checkPostfix(postfixDir, socket));
   if (findings.length === 0) {
-    process.stdout.write(`nothing to check: give --defaults FILE, --authd FLAGS or --postfix DIR\n`);
+    process.stdout.write(`nothing to check: give --config FILE, --defaults FILE, --authd FLAGS or --postfix DIR\n`);
     return 1;
   }
   for (const f of findings) process.stdout.write(`${f.level === 'ok' ? 'ok     ' : f.level === 'warning' ? 'warning' : 'error  '}  ${f.message}\n`);

@@ -6,13 +6,15 @@ import url from 'node:url';
 
 export interface MxResolver {
   resolveMx(domain: string): Promise<{ exchange: string; priority: number }[]>;
+  /** Other record types (TXT, A, AAAA) for MTA-STS; an injected resolver without it answers "not found". */
+  resolve?(name: string, type: string): Promise<unknown>;
 }
 
 export type MxLookup =
   | { kind: 'hosts'; hosts: string[] }
   | { kind: 'fail'; permanent: boolean; status: string; text: string };
 
-export const systemResolver: MxResolver = { resolveMx: (d) => dns.resolveMx(d) };
+export const systemResolver: MxResolver = { resolveMx: (d) => dns.resolveMx(d), resolve: (n, t) => dns.resolve(n, t as 'TXT') };
 
 export async function lookupMx(domain: string, resolver: MxResolver = systemResolver): Promise<MxLookup> {
   const lit = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(domain);

@@ -28,6 +28,10 @@ export interface DeliveryOptions {
   smtpPort: number;
   starttls: 'opportunistic' | 'require' | 'off';
   tlsVerify: boolean;
+  /** Extra trusted CA certificates (PEM) for verifying remote servers. */
+  tlsCa?: string;
+  /** Apply MTA-STS policies (RFC 8461) to direct MX delivery. */
+  mtaSts: boolean;
   concurrency: number;
   destinationConcurrency: number;
   recipientsPerTransaction: number;
@@ -58,6 +62,7 @@ export function defaultDeliveryOptions(dataDir: string, over: Partial<DeliveryOp
     smtpPort: 25,
     starttls: 'opportunistic',
     tlsVerify: false,
+    mtaSts: true,
     concurrency: 50,
     destinationConcurrency: 10,
     recipientsPerTransaction: 50,
@@ -76,6 +81,15 @@ export function defaultDeliveryOptions(dataDir: string, over: Partial<DeliveryOp
 }
 
 type Sec = Record<string, unknown>;
+
+function readCaFile(file: string): string | undefined {
+  if (!file) return undefined;
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`[delivery] tls_ca_file: cannot read ${file} (${(err as NodeJS.ErrnoException).code}); fix the path or leave it empty`);
+  }
+}
 
 /** The spool directory from the loaded configuration. */
 export function queueDirFromConfig(cfg: Record<string, Sec>): string {
@@ -116,6 +130,8 @@ export function deliveryOptionsFromConfig(cfg: Record<string, Sec>): DeliveryOpt
     smtpPort: Number(d.smtp_port ?? 25),
     starttls: (d.starttls as DeliveryOptions['starttls'] | undefined) ?? 'opportunistic',
     tlsVerify: Boolean(d.tls_verify ?? false),
+    tlsCa: readCaFile(String(d.tls_ca_file ?? '')),
+    mtaSts: Boolean(d.mta_sts ?? true),
     concurrency: Number(d.concurrency ?? 50),
     destinationConcurrency: Number(d.destination_concurrency ?? 10),
     recipientsPerTransaction: Number(d.recipients_per_transaction ?? 50),

@@ -11,6 +11,7 @@ import { DkimKeys, fromDomain, signMessage } from './dkim.js';
 import { buildDsn, dsnEnvelope, wantsNotice, type DsnRecipient } from './dsn.js';
 import { deliverMaildir } from './maildir.js';
 import { lookupMx, systemResolver, type MxResolver } from './mx.js';
+import { MtaSts } from './mta-sts.js';
 import { systemClock, type Clock, type DeliveryOptions } from './options.js';
 import { local, type RcptResult } from './result.js';
 import { createRouter, routeKey, type Route } from './routing.js';
@@ -68,6 +69,14 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
   const resolver = args.resolver ?? systemResolver;
   const router = createRouter(o);
   const dkim = new DkimKeys(o.dkimDir);
+  const sts = new MtaSts(
+    resolver.resolve
+      ? (n, t) => resolver.resolve!(n, t)
+      : async (n) => {
+          throw Object.assign(new Error(`ENOTFOUND ${n}`), { code: 'ENOTFOUND' });
+        },
+    log,
+  );
   const due = new Map<string, number>();
   const inflight = new Map<string, Promise<void>>();
   const destinations = new Map<string, Limiter>();
@@ -79,6 +88,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     heloName: o.heloName,
     starttls: o.starttls,
     tlsVerify: o.tlsVerify,
+    tlsCa: o.tlsCa,
     connectTimeoutMs: o.connectTimeoutMs,
     timeoutMs: o.timeoutMs,
     recipientsPerTransaction: o.recipientsPerTransaction,
@@ -175,12 +185,22 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
       return out;
     }
     let hosts: ({ host: string; port: number } | { path: string })[];
+    let stsEnforced = false;
     if (route.kind === 'mx' || (route.kind === 'smtp' && 'host' in route.hop && route.hop.mx)) {
       const domain = route.kind === 'mx' ? route.domain : (route.hop as { host: string }).host;
       const port = route.kind === 'mx' ? o.smtpPort : (route.hop as { port: number }).port;
       const mx = await lookupMx(domain, resolver);
       if (mx.kind === 'fail') return rcpts.map((r) => local(r.index, mx.permanent ? 'failed' : 'deferred', mx.status, `${mx.permanent ? 550 : 451} ${mx.status} ${mx.text}`));
-      hosts = mx.hosts.map((host) => ({ host, port }));
+      let names = mx.hosts;
+      if (route.kind === 'mx' && o.mtaSts) {
+        const d = await sts.decide(domain, names);
+        if (d.mode === 'enforce') {
+          if (!d.hosts.length) return rcpts.map((r) => local(r.index, 'deferred', '4.7.5', `451 4.7.5 no MX host of ${domain} (${d.mismatched.join(', ')}) matches its MTA-STS policy`));
+          names = d.hosts;
+          stsEnforced = true;
+        }
+      }
+      hosts = names.map((host) => ({ host, port }));
     } else {
       hosts = [route.hop as { host: string; port: number } | { path: string }];
     }
@@ -189,7 +209,9 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     const auth = route.kind === 'smtp' ? route.auth : undefined;
     const errors: string[] = [];
     for (const hop of hosts.slice(0, 5)) {
-      const out = await sendToHost({ hop, lmtp, envelope: entry.envelope, rcpts, message: msg }, { ...session, auth });
+      // MTA-STS enforce: STARTTLS required and the certificate verified against the MX name (RFC 8461 section 4.2).
+      const sessionOpts = stsEnforced ? { ...session, auth, starttls: 'require' as const, tlsVerify: true } : { ...session, auth };
+      const out = await sendToHost({ hop, lmtp, envelope: entry.envelope, rcpts, message: msg }, sessionOpts);
       if (out.connected) return out.results;
       errors.push(out.error ?? 'connection failed');
     }

@@ -2,6 +2,7 @@
 // several recipients per transaction, one result per recipient. Trusts nothing the remote server says beyond its reply codes.
 import crypto from 'node:crypto';
 import net from 'node:net';
+import tls from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Envelope } from '../queue/types.js';
 import { cleanReply, fromReply, local, type RcptResult } from './result.js';
@@ -10,6 +11,7 @@ export interface SmtpSessionOptions {
   heloName: string;
   starttls: 'opportunistic' | 'require' | 'off';
   tlsVerify: boolean;
+  tlsCa?: string;
   connectTimeoutMs: number;
   timeoutMs: number;
   recipientsPerTransaction: number;
@@ -118,7 +120,7 @@ async function openSession(job: SendJob, o: SmtpSessionOptions): Promise<Opened>
     ignoreTLS: o.starttls === 'off',
     requireTLS: o.starttls === 'require',
     opportunisticTLS: o.starttls === 'opportunistic',
-    tls: { rejectUnauthorized: o.tlsVerify, servername: 'path' in job.hop || net.isIP(job.hop.host) ? undefined : job.hop.host },
+    tls: { rejectUnauthorized: o.tlsVerify, ca: o.tlsCa ? [...tls.rootCertificates, o.tlsCa] : undefined, servername: 'path' in job.hop || net.isIP(job.hop.host) ? undefined : job.hop.host },
     connectionTimeout: o.connectTimeoutMs,
     greetingTimeout: o.connectTimeoutMs,
     socketTimeout: o.timeoutMs,
@@ -156,7 +158,9 @@ const REUSE_IDLE_MS = 2000;
 const REUSE_MAX_MESSAGES = 100;
 
 function poolKey(job: SendJob, o: SmtpSessionOptions): string {
-  return JSON.stringify([hopName(job.hop), job.lmtp, o.heloName, o.starttls, o.tlsVerify, o.auth?.user ?? '', o.auth ? crypto.createHash('sha256').update(o.auth.pass).digest('hex') : '']);
+  const h = (v: string | undefined) => (v ? crypto.createHash('sha256').update(v).digest('hex') : '');
+  // Everything that shapes the session's security is in the key: a session is reused only under the same terms.
+  return JSON.stringify([hopName(job.hop), job.lmtp, o.heloName, o.starttls, o.tlsVerify, h(o.tlsCa), o.auth?.user ?? '', h(o.auth?.pass)]);
 }
 
 function takeIdle(key: string): Session | undefined {

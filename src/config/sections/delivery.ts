@@ -16,6 +16,8 @@ export const delivery = defineSection('delivery', 'Delivery: local mailboxes, ro
   smtp_port: { type: 'integer', default: 25, doc: 'Port used for MX hosts', check: positive },
   starttls: { type: 'string', default: 'opportunistic', oneOf: ['opportunistic', 'require', 'off'], doc: 'STARTTLS to remote servers: use it when offered, require it (defer otherwise), or never' },
   tls_verify: { type: 'boolean', default: false, doc: 'Verify the remote certificate (opportunistic TLS usually does not: most MX certificates would fail)' },
+  tls_ca_file: { type: 'string', default: '', doc: 'Extra CA certificates (PEM) trusted when verifying remote servers, e.g. a private relayhost\'s CA' },
+  mta_sts: { type: 'boolean', default: true, doc: 'Honour MTA-STS (RFC 8461) for direct MX delivery: with an enforcing policy, only listed MX hosts and verified TLS' },
   concurrency: { type: 'integer', default: 50, doc: 'Messages delivered at the same time', check: positive },
   destination_concurrency: { type: 'integer', default: 10, doc: 'Simultaneous connections to one destination (domain or next hop)', check: positive },
   recipients_per_transaction: { type: 'integer', default: 50, doc: 'Recipients sent in one SMTP transaction; more are split', check: positive },

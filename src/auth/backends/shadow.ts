@@ -9,8 +9,8 @@
 // `NO Account expired` (expire day set and today > it; 0 counts as expired, like upstream), `NO Password expired`
 // (last change + max days < today), `OK`. Days are counted in UTC from the epoch, as upstream's time(NULL)/86400.
 // Differences: only the files are read (no NSS: NIS/LDAP users are not seen); a file that cannot be read gives upstream's
-// `Username lookup failure: <error>` text as a temporary failure; yescrypt (`$y$`, Debian 12's default) and other hashes
-// passwords.ts does not know answer `NO Incorrect password` with a log line saying why.
+// `Username lookup failure: <error>` text as a temporary failure; hashes passwords.ts cannot check (DES crypt, unusual yescrypt
+// flavours) answer `NO Incorrect password` with a log line saying why. yescrypt (`$y$`, Debian 12's default) is supported.
 import fs from 'node:fs/promises';
 import { ConfigError } from '../../lib/errors.js';
 import { verifyPasswordHash } from '../passwords.js';
@@ -104,7 +104,10 @@ export async function shadowVerify(paths: ShadowPaths, login: string, password: 
   const verdict = sp.hash === '' ? false : await verifyPasswordHash(password, sp.hash);
   if (verdict === null) {
     const scheme = /^\$([^$]*)\$/.exec(sp.hash)?.[1];
-    const why = scheme === 'y' ? 'yescrypt ($y$) is not supported: give this user a SHA-512 hash (chpasswd -c SHA512), or use -a pam' : 'the hash is locked, disabled or of an unsupported kind';
+    const why =
+      scheme === 'y'
+        ? 'this yescrypt flavour or cost is not supported: give this user a default yescrypt or SHA-512 hash (chpasswd), or use -a pam'
+        : 'the hash is locked, disabled or of an unsupported kind';
     if (!/^[!*]/.test(sp.hash)) log?.(`shadow: user ${login}: ${why}`);
     explain?.(`stored hash cannot be checked: ${why}`);
     return fail('Incorrect password');

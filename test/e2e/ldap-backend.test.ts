@@ -325,3 +325,89 @@ describe('failover and outages', () => {
     assert.equal(r.verdict, 'tempfail');
   });
 });
+
+describe('hostile or broken servers', () => {
+  test('a server that sends garbage: tempfail, and the next server is used', async () => {
+    const junk = net.createServer((sock) => {
+      sock.on('error', () => {});
+      sock.on('data', () => sock.write(Buffer.from('\x30\x84\xff\xff\xff\xff garbage \x00\x01\x02'.repeat(50), 'latin1')));
+    });
+    await new Promise<void>((r) => junk.listen(0, '127.0.0.1', r));
+    const port = (junk.address() as net.AddressInfo).port;
+    try {
+      const b1 = await backend(base('ldap_timeout: 1', `ldap://127.0.0.1:${port}/`));
+      assert.equal((await check(b1, 'alice', u('alice').password)).verdict, 'tempfail');
+      const b2 = await backend(base('ldap_timeout: 1', `ldap://127.0.0.1:${port}/ ${slapd.url}`));
+      assert.equal((await check(b2, 'alice', u('alice').password)).verdict, 'ok');
+    } finally {
+      junk.close();
+    }
+  });
+
+  test('a server that closes every connection at once: tempfail', async () => {
+    const rude = net.createServer((sock) => sock.destroy());
+    await new Promise<void>((r) => rude.listen(0, '127.0.0.1', r));
+    const port = (rude.address() as net.AddressInfo).port;
+    try {
+      const b = await backend(base('', `ldap://127.0.0.1:${port}/`));
+      assert.equal((await check(b, 'alice', u('alice').password)).verdict, 'tempfail');
+      const bt = await backend(base('ldap_start_tls: yes', `ldap://127.0.0.1:${port}/`));
+      assert.equal((await check(bt, 'alice', u('alice').password)).verdict, 'tempfail');
+    } finally {
+      rude.close();
+    }
+  });
+
+  test('reload() applies a changed saslauthd.conf', async () => {
+    const file = path.join(slapd.dir, 'reload.conf');
+    await fs.writeFile(file, base());
+    const b = await createLdapBackend(file, { log: () => {} });
+    backends.push(b);
+    assert.equal((await check(b, 'alice', u('alice').password)).verdict, 'ok');
+    await fs.writeFile(file, base(`ldap_group_dn: ${slapd.groupDn}`));
+    await b.reload!();
+    assert.equal((await check(b, 'star*', '*')).verdict, 'fail');
+    assert.equal((await check(b, 'alice', u('alice').password)).verdict, 'ok');
+    await fs.writeFile(file, 'ldap_scope: nonsense\n');
+    await assert.rejects(b.reload!(), /ldap_scope/);
+  });
+});
+
+describe('directory restarts and hangs (run last: they stop slapd)', () => {
+  test('slapd restarted under pooled connections: the next requests still get OK / NO, not tempfail', async () => {
+    const bBind = await backend(base());
+    const bCustom = await backend(base(`ldap_auth_method: custom\nldap_bind_dn: ${slapd.pwReaderDn}\nldap_bind_pw: ${slapd.pwReaderPw}`));
+    const alice = u('alice');
+    for (const b of [bBind, bCustom]) assert.equal((await check(b, 'alice', alice.password)).verdict, 'ok');
+    await slapd.halt();
+    for (const b of [bBind, bCustom]) assert.equal((await check(b, 'alice', alice.password)).verdict, 'tempfail');
+    await slapd.restart();
+    for (const b of [bBind, bCustom]) {
+      const steps: string[] = [];
+      assert.equal((await check(b, 'alice', alice.password, { steps })).verdict, 'ok', steps.join('\n'));
+      assert.equal((await check(b, 'alice', 'wrong')).verdict, 'fail');
+    }
+    // Connections closed while idle (not a restart seen by a failing request): also transparent.
+    await check(bBind, 'bob (builder)', u('bob (builder)').password);
+    await slapd.halt();
+    await slapd.restart();
+    assert.equal((await check(bBind, 'bob (builder)', u('bob (builder)').password)).verdict, 'ok');
+  });
+
+  test('slapd hung (SIGSTOP): tempfail after ldap_timeout; answers again after SIGCONT', async () => {
+    const b = await backend(base('ldap_timeout: 1'));
+    const alice = u('alice');
+    assert.equal((await check(b, 'alice', alice.password)).verdict, 'ok');
+    slapd.pause();
+    try {
+      const r = await check(b, 'alice', alice.password);
+      assert.equal(r.verdict, 'tempfail');
+      const r2 = await check(b, 'josé', u('josé').password);
+      assert.equal(r2.verdict, 'tempfail');
+    } finally {
+      slapd.resume();
+    }
+    assert.equal((await check(b, 'alice', alice.password)).verdict, 'ok');
+    assert.equal((await check(b, 'josé', u('josé').password)).verdict, 'ok');
+  });
+});

@@ -50,6 +50,13 @@ export interface Slapd {
   logFile: string;
   /** Run ldapmodify as the rootdn with this LDIF. */
   modify(ldif: string): Promise<void>;
+  /** Stop slapd cleanly (SIGTERM), keeping its files: clients see their connections closed and new ones refused. */
+  halt(): Promise<void>;
+  /** Start slapd again on the same ports and database after halt(). */
+  restart(): Promise<void>;
+  /** SIGSTOP / SIGCONT slapd: connections are accepted by the kernel but nothing is answered. */
+  pause(): void;
+  resume(): void;
   /** Kill slapd and remove the temporary directory (idempotent). */
   stop(): Promise<void>;
 }
@@ -214,18 +221,36 @@ access to *
   const logFile = path.join(dir, 'slapd.log');
   const log = await fs.open(logFile, 'w');
   const urls = `ldap://127.0.0.1:${port}/ ldaps://127.0.0.1:${ldapsPort}/`;
-  const proc: ChildProcess = spawn('/usr/sbin/slapd', ['-d', 'stats', '-h', urls, '-f', confFile], { stdio: ['ignore', log.fd, log.fd] });
-  let exited = false;
-  proc.on('exit', () => {
-    exited = true;
-  });
+  let proc: ChildProcess;
+  let exited: Promise<void>;
+  let running = false;
+  async function launch(): Promise<void> {
+    const p = spawn('/usr/sbin/slapd', ['-d', 'stats', '-h', urls, '-f', confFile], { stdio: ['ignore', log.fd, log.fd] });
+    proc = p;
+    running = true;
+    exited = new Promise((resolve) => p.once('exit', () => {
+      running = false;
+      resolve();
+    }));
+    try {
+      await Promise.race([
+        Promise.all([waitForSocket(port), waitForSocket(ldapsPort)]),
+        exited.then(() => Promise.reject(new Error(`slapd exited with ${p.exitCode}; see ${logFile}`))),
+      ]);
+    } catch (err) {
+      p.kill('SIGKILL');
+      throw err;
+    }
+  }
+  async function kill(signal: NodeJS.Signals): Promise<void> {
+    if (!running) return;
+    proc.kill('SIGCONT');
+    proc.kill(signal);
+    await exited;
+  }
   try {
-    await Promise.race([
-      Promise.all([waitForSocket(port), waitForSocket(ldapsPort)]),
-      new Promise((_, reject) => proc.once('exit', (code) => reject(new Error(`slapd exited with ${code}; see ${logFile}`)))),
-    ]);
+    await launch();
   } catch (err) {
-    proc.kill('SIGKILL');
     await log.close();
     throw err;
   }
@@ -254,15 +279,23 @@ access to *
     async modify(text: string) {
       execFileSync('ldapmodify', ['-x', '-H', `ldap://127.0.0.1:${port}`, '-D', rootDn, '-w', rootPw], { input: text, stdio: ['pipe', 'ignore', 'pipe'] });
     },
+    async halt() {
+      await kill('SIGTERM');
+    },
+    async restart() {
+      if (running) throw new Error('slapd is running: halt() it first');
+      await launch();
+    },
+    pause() {
+      proc.kill('SIGSTOP');
+    },
+    resume() {
+      proc.kill('SIGCONT');
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
-      if (!exited) {
-        await new Promise<void>((resolve) => {
-          proc.once('exit', () => resolve());
-          proc.kill('SIGKILL');
-        });
-      }
+      await kill('SIGKILL');
       await log.close();
       await fs.rm(dir, { recursive: true, force: true });
     },

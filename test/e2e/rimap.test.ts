@@ -31,8 +31,8 @@ async function daemon(start: Promise<Daemon>): Promise<Daemon> {
 
 before(async () => {
   dir = await tempDir('facteur-rimap-e2e-');
-  // Dovecot's own failure delay, kept (1 s) to show that a slow NO does not hold up other requests.
-  dv = await startDovecot({ authFailureDelay: '1s' });
+  // Dovecot's own failure delay, kept (its default, 2 s) to show that a slow NO does not hold up other requests.
+  dv = await startDovecot({ authFailureDelay: '2s' });
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=other CA', '-keyout', 'other.key', '-out', 'other.pem', '-days', '2'], { cwd: dir, stdio: 'ignore' });
   fake = net.createServer((sock) => {
     sock.on('error', () => undefined);

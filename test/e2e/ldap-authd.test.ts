@@ -163,3 +163,13 @@ test('facteur authd refuses to start on a bad saslauthd.conf, naming the key and
   assert.notEqual(r2.code, 0);
   assert.match(r2.stderr, /ldap_use_sasl/);
 });
+
+test('passwords longer than 127 bytes: Cyrus truncates them (and refuses the right one), facteur checks all of it', async () => {
+  const user = slapd.bulkUsers[99]!;
+  const long = 'é'.repeat(70) + ' and the end';
+  await slapd.modify(`dn: ${user.dn}\nchangetype: modify\nreplace: userPassword\nuserPassword:: ${Buffer.from(long).toString('base64')}\n`);
+  assert.equal(await ask(ours, user.login, long), 'OK');
+  assert.equal(await ask(cyrus, user.login, long), 'NO');
+  assert.equal(await ask(ours, user.login, long.slice(0, -1)), 'NO');
+  assert.equal(await ask(ours, user.login, long.slice(0, 63)), 'NO');
+});

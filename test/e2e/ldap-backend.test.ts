@@ -411,3 +411,37 @@ describe('directory restarts and hangs (run last: they stop slapd)', () => {
     assert.equal((await check(b, 'josé', u('josé').password)).verdict, 'ok');
   });
 });
+
+describe('client certificates (a second slapd that demands one)', () => {
+  let strict: Slapd;
+  before(async () => {
+    strict = await startSlapd({ tlsVerifyClient: 'demand' });
+  });
+  after(async () => {
+    await strict?.stop();
+  });
+  const conf = (s: Slapd, extra: string) => `ldap_servers: ${s.ldapsUrl}\nldap_bind_dn: ${s.bindDn}\nldap_bind_pw: ${s.bindPw}\nldap_search_base: ${s.peopleDn}\nldap_tls_cacert_file: ${s.caFile}\nldap_timeout: 3\n${extra}`;
+
+  test('ldap_tls_cert/ldap_tls_key are presented (LDAPS and StartTLS); without them the server refuses: tempfail', async () => {
+    const alice = strict.users.find((x) => x.login === 'alice')!;
+    const withCert = await backend(conf(strict, `ldap_tls_cert: ${strict.clientCert}\nldap_tls_key: ${strict.clientKey}\nldap_tls_ciphers: ECDHE+AESGCM:TLS_AES_128_GCM_SHA256`));
+    assert.equal((await check(withCert, 'alice', alice.password)).verdict, 'ok');
+    assert.equal((await check(withCert, 'alice', 'bad')).verdict, 'fail');
+    const startTls = await backend(conf(strict, `ldap_servers: ${strict.url}\nldap_start_tls: yes\nldap_tls_cert: ${strict.clientCert}\nldap_tls_key: ${strict.clientKey}`));
+    assert.equal((await check(startTls, 'alice', alice.password)).verdict, 'ok');
+    const without = await backend(conf(strict, ''));
+    assert.equal((await check(without, 'alice', alice.password)).verdict, 'tempfail');
+  });
+
+  test('unreadable TLS files are a ConfigError at startup, naming the key', async () => {
+    for (const [extra, key] of [
+      ['ldap_tls_cacert_file: /nonexistent/ca.pem', 'ldap_tls_cacert_file'],
+      ['ldap_tls_cacert_dir: /nonexistent', 'ldap_tls_cacert_dir'],
+      [`ldap_tls_cert: ${strict.clientCert}\nldap_tls_key: /nonexistent/key.pem`, 'ldap_tls_key'],
+    ] as const) {
+      const file = path.join(slapd.dir, `bad-${key}.conf`);
+      await fs.writeFile(file, conf(strict, extra));
+      await assert.rejects(createLdapBackend(file, { log: () => {} }), (e: Error) => e.name === 'ConfigError' && e.message.includes(key));
+    }
+  });
+});

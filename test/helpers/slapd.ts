@@ -28,6 +28,9 @@ export interface Slapd {
   ldapsPort: number;
   /** PEM of the test CA that signed the server certificate (CN localhost, SAN DNS:localhost, IP:127.0.0.1). Not in the system store. */
   caFile: string;
+  /** A client certificate and key signed by the test CA (for `tlsVerifyClient: 'demand'`). */
+  clientCert: string;
+  clientKey: string;
   baseDn: string;
   peopleDn: string;
   /** Read-only service account: can search people and groups, cannot read userPassword. */
@@ -131,10 +134,19 @@ async function makeCerts(dir: string): Promise<{ ca: string; cert: string; key: 
   sh('openssl', ['req', '-new', ...ec, '-subj', '/CN=localhost', '-keyout', 'server.key', '-out', 'server.csr'], dir);
   await fs.writeFile(path.join(dir, 'ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
   sh('openssl', ['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '3', '-extfile', 'ext.cnf'], dir);
+  // A client certificate from the same CA, for servers that demand one.
+  sh('openssl', ['req', '-new', ...ec, '-subj', '/CN=facteur client', '-keyout', 'client.key', '-out', 'client.csr'], dir);
+  await fs.writeFile(path.join(dir, 'client-ext.cnf'), 'extendedKeyUsage=clientAuth\n');
+  sh('openssl', ['x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'client.pem', '-days', '3', '-extfile', 'client-ext.cnf'], dir);
   return { ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'server.pem'), key: path.join(dir, 'server.key') };
 }
 
-export async function startSlapd(): Promise<Slapd> {
+export interface SlapdOptions {
+  /** slapd's TLSVerifyClient (default `never`); `demand` refuses TLS clients without a certificate from the test CA. */
+  tlsVerifyClient?: 'never' | 'allow' | 'try' | 'demand';
+}
+
+export async function startSlapd(opts: SlapdOptions = {}): Promise<Slapd> {
   const dir = await tempDir('facteur-slapd-');
   const [port, ldapsPort] = [await freePort(), await freePort()];
   const tls = await makeCerts(dir);
@@ -163,6 +175,7 @@ argsfile ${dir}/slapd.args
 TLSCACertificateFile ${tls.ca}
 TLSCertificateFile ${tls.cert}
 TLSCertificateKeyFile ${tls.key}
+TLSVerifyClient ${opts.tlsVerifyClient ?? 'never'}
 loglevel stats
 sizelimit 500
 database mdb
@@ -262,6 +275,8 @@ access to *
     port,
     ldapsPort,
     caFile: tls.ca,
+    clientCert: path.join(dir, 'client.pem'),
+    clientKey: path.join(dir, 'client.key'),
     baseDn: BASE,
     peopleDn,
     bindDn,

@@ -21,9 +21,15 @@ const run = promisify(execFile);
 const argv = process.argv.slice(2);
 const QUICK = argv.includes('--quick');
 const WRITE_DOC = !argv.includes('--no-doc');
-const CELL_MS = QUICK ? 3000 : 10_000;
+const CELL_MS = QUICK ? 3000 : 6000;
 const WARMUP_MS = QUICK ? 1000 : 2000;
-const IDLE = QUICK ? 1000 : 5000;
+const opt = (name: string) => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const IDLE = Number(opt('--idle') ?? (QUICK ? 1000 : 5000));
+/** Which parts to run: throughput, idle, or both (default). */
+const ONLY = opt('--only');
 const CONCURRENCY = [1, 8, 32];
 const MSGS_PER_CONN = 10;
 const BODY = 10_240;
@@ -194,15 +200,37 @@ interface Row {
   setupP50?: number;
   serverCpu: number;
   authdCpu: number;
-  genCpu?: number;
+  genCpu: number;
   machineCpu: number;
 }
 
 const pct = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN);
 
+/** CPU our own reaped children used (smtp-source), from /proc/self/stat cutime + cstime. */
+function reapedChildrenMs(): number {
+  const rest = fs.readFileSync('/proc/self/stat', 'utf8');
+  const f = rest.slice(rest.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[13]) + Number(f[14])) * 1000) / 100;
+}
+
+/**
+ * The machine is shared (other jobs may be running): before a cell, wait up to 20 s for a half-second in which the
+ * machine uses less than a quarter of one core, so cells start on an idle machine when there is one.
+ */
+async function waitForQuiet(): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    const m0 = machineBusyMs();
+    await new Promise((r) => setTimeout(r, 500));
+    if (machineBusyMs() - m0 < 125) return;
+  }
+}
+
 /** CPU of the server, authd and generator over a measured phase, in % of one core. */
-async function measured<T>(server: Server, authd: RunningDaemon, gen: number | undefined, fn: () => Promise<T>): Promise<{ value: T; ms: number; cpu: { server: number; authd: number; gen?: number; machine: number } }> {
+async function measured<T>(server: Server, authd: RunningDaemon, gen: number | undefined, fn: () => Promise<T>): Promise<{ value: T; ms: number; cpu: { server: number; authd: number; gen: number; machine: number } }> {
   const root = await server.rootPid();
+  await waitForQuiet();
+  const r0 = reapedChildrenMs();
   const s0 = treeCpuMs(root);
   const a0 = treeCpuMs(authd.pid);
   const g0 = gen ? treeCpuMs(gen) : 0;
@@ -214,7 +242,12 @@ async function measured<T>(server: Server, authd: RunningDaemon, gen: number | u
   return {
     value,
     ms,
-    cpu: { server: share(treeCpuMs(root) - s0), authd: share(treeCpuMs(authd.pid) - a0), gen: gen ? share(treeCpuMs(gen) - g0) : undefined, machine: share(machineBusyMs() - m0) },
+    cpu: {
+      server: share(treeCpuMs(root) - s0),
+      authd: share(treeCpuMs(authd.pid) - a0),
+      gen: share(gen ? treeCpuMs(gen) - g0 : reapedChildrenMs() - r0),
+      machine: share(machineBusyMs() - m0),
+    },
   };
 }
 
@@ -276,6 +309,7 @@ async function smtpSourceCell(server: Server, authd: RunningDaemon, sessions: nu
     errorKinds: failed,
     serverCpu: m.cpu.server,
     authdCpu: m.cpu.authd,
+    genCpu: m.cpu.gen,
     machineCpu: m.cpu.machine,
   };
   log(`  smtp-source ${server.name} s=${sessions} m=${messages}: ${row.mps.toFixed(0)} msg/s ${failed ? `FAILED: ${failed}` : ''}; CPU server ${row.serverCpu}% machine ${row.machineCpu}%`);
@@ -308,6 +342,8 @@ interface IdleRow {
   stillOpen: number;
   errors: string;
   openSeconds: number;
+  /** Server CPU spent while the connections were opened (Postfix: forking and starting one smtpd per connection). */
+  openCpuMs: number;
   before: Mem;
   after: Mem;
 }
@@ -316,13 +352,15 @@ async function idleCell(gen: Generator, server: Server): Promise<IdleRow> {
   const root = await server.rootPid();
   await new Promise((r) => setTimeout(r, 1000));
   const before = memory(root);
-  const r = await gen.call<{ open: number; errors: Record<string, number>; ms: number }>({ kind: 'idle-open', port: server.inboundPort, count: IDLE, parallel: 100, timeoutMs: 60_000 });
+  const c0 = treeCpuMs(root);
+  const r = await gen.call<{ open: number; errors: Record<string, number>; ms: number }>({ kind: 'idle-open', port: server.inboundPort, count: IDLE, parallel: Number(opt("--parallel") ?? 100), timeoutMs: 60_000 });
   await new Promise((res) => setTimeout(res, 2000));
   const after = memory(root);
+  const openCpuMs = treeCpuMs(root) - c0;
   const stillOpen = await gen.call<number>({ kind: 'idle-alive' });
   await gen.call({ kind: 'idle-close' });
-  const row = { server: server.name, open: r.open, stillOpen, errors: kinds(r.errors), openSeconds: r.ms / 1000, before, after };
-  log(`  idle ${server.name}: ${r.open}/${IDLE} open in ${(r.ms / 1000).toFixed(1)} s (${stillOpen} still open after 2 s), ${before.processes}→${after.processes} processes, RSS ${before.rssKiB}→${after.rssKiB} KiB, PSS ${before.pssKiB}→${after.pssKiB} KiB ${row.errors}`);
+  const row = { server: server.name, open: r.open, stillOpen, errors: kinds(r.errors), openSeconds: r.ms / 1000, openCpuMs, before, after };
+  log(`  idle ${server.name}: ${r.open}/${IDLE} open in ${(r.ms / 1000).toFixed(1)} s, server CPU ${(openCpuMs / 1000).toFixed(1)} s (${stillOpen} still open after 2 s), ${before.processes}→${after.processes} processes, RSS ${before.rssKiB}→${after.rssKiB} KiB, PSS ${before.pssKiB}→${after.pssKiB} KiB ${row.errors}`);
   return row;
 }
 
@@ -331,12 +369,14 @@ function versions(): { postfix: string; openssl: string } {
   return { postfix: text('/usr/sbin/postconf', ['-h', 'mail_version']), openssl: text('openssl', ['version']) };
 }
 
+/** CPU used on the machine by anything but the server, authd and generator (other jobs, the kernel's softirq work), % of one core. */
+const others = (r: Row) => Math.max(0, r.machineCpu - r.serverCpu - r.authdCpu - r.genCpu);
 const f0 = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(0));
 const f1 = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(1));
 
 function render(rows: Row[], idle: IdleRow[], info: ReturnType<typeof machineInfo>, v: ReturnType<typeof versions>, started: Date, seconds: number): string {
-  const head = ['scenario', 'server', 'clients', 'msg/s', 'ok', 'errors', 'p50 ms', 'p99 ms', 'setup p50 ms', 'server CPU %', 'authd CPU %', 'generator CPU %', 'machine CPU %'];
-  const body = rows.map((r) => [r.scenario, r.server, String(r.concurrency), f0(r.mps), String(r.ok), String(r.errors), f1(r.p50), f1(r.p99), f1(r.setupP50), String(r.serverCpu), String(r.authdCpu), r.genCpu === undefined ? '-' : String(r.genCpu), String(r.machineCpu)]);
+  const head = ['scenario', 'server', 'clients', 'msg/s', 'ok', 'errors', 'p50 ms', 'p99 ms', 'setup p50 ms', 'server CPU %', 'authd CPU %', 'generator CPU %', 'other CPU %'];
+  const body = rows.map((r) => [r.scenario, r.server, String(r.concurrency), f0(r.mps), String(r.ok), String(r.errors), f1(r.p50), f1(r.p99), f1(r.setupP50), String(r.serverCpu), String(r.authdCpu), String(r.genCpu), String(others(r))]);
   const idleHead = ['server', 'idle connections', 'still open', 'processes', 'RSS before MiB', 'RSS after MiB', 'RSS per conn KiB', 'PSS before MiB', 'PSS after MiB', 'PSS per conn KiB', 'open time s'];
   const idleBody = idle.map((i) => [
     i.server,
@@ -414,7 +454,7 @@ async function main(): Promise<void> {
     const servers = [facteur, postfix];
 
     const rows: Row[] = [];
-    for (const [scenario, submission] of [
+    for (const [scenario, submission] of ONLY === 'idle' ? [] : [
       ['submission, STARTTLS + AUTH PLAIN', true],
       ['inbound, plain (Node)', false],
     ] as const) {
@@ -424,7 +464,7 @@ async function main(): Promise<void> {
       for (const c of CONCURRENCY) for (const s of servers) rows.push(await sessionCell(gen, s, authd, scenario, submission, c));
     }
     log('inbound, smtp-source:');
-    for (const sessions of [8, 32]) {
+    for (const sessions of ONLY === 'idle' ? [] : [8, 32]) {
       for (const s of servers) {
         // As many messages as the Node generator moved in one cell at this concurrency, so each run lasts about a cell.
         const ref = rows.find((r) => r.scenario === 'inbound, plain (Node)' && r.server === s.name && r.concurrency === sessions);
@@ -435,15 +475,15 @@ async function main(): Promise<void> {
     log(`Postfix hold queue: ${await pf.held()} messages`);
     log('idle connections:');
     const idle: IdleRow[] = [];
-    for (const s of servers) idle.push(await idleCell(gen, s));
+    if (ONLY !== 'throughput') for (const s of servers) idle.push(await idleCell(gen, s));
 
     const seconds = (Date.now() - started.getTime()) / 1000;
     const info = machineInfo();
     const text = render(rows, idle, info, versions(), started, seconds);
     process.stdout.write(
       `\n${textTable(
-        ['scenario', 'server', 'c', 'msg/s', 'errors', 'p50', 'p99', 'srv CPU%', 'authd%', 'gen%', 'mach%'],
-        rows.map((r) => [r.scenario, r.server, String(r.concurrency), f0(r.mps), String(r.errors), f1(r.p50), f1(r.p99), String(r.serverCpu), String(r.authdCpu), r.genCpu === undefined ? '-' : String(r.genCpu), String(r.machineCpu)]),
+        ['scenario', 'server', 'c', 'msg/s', 'errors', 'p50', 'p99', 'srv CPU%', 'authd%', 'gen%', 'other%'],
+        rows.map((r) => [r.scenario, r.server, String(r.concurrency), f0(r.mps), String(r.errors), f1(r.p50), f1(r.p99), String(r.serverCpu), String(r.authdCpu), String(r.genCpu), String(others(r))]),
       )}\n`,
     );
     if (WRITE_DOC) {

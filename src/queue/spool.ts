@@ -8,6 +8,20 @@ import type { Readable } from 'node:stream';
 import { FacteurError } from '../lib/errors.js';
 import type { Envelope, QueueWriter } from './types.js';
 
+/*
+ * Layout of the spool directory (the state of every message is visible with ls):
+ *   incoming/<id>        being written; never acknowledged; deleted at open()
+ *   active/<id>          committed, due for delivery now
+ *   deferred/<id>        waiting for its next attempt (time in status/<id>.json)
+ *   hold/<id>            held by the administrator (facteur queue hold/release)
+ *   status/<id>.json     per-recipient results, attempts, next attempt (written tmp → fsync → rename → dir fsync)
+ *   corrupt/<id>.<time>  files that failed the end-marker/length/SHA-256 check at open()
+ *   control/flush-*      flush requests from facteur queue, consumed by the running scheduler
+ *   lock                 pid of the server using this spool (Spool.open with lock: true)
+ * A message file: "FACTEUR-SPOOL 1 <envelope length>\n", the envelope as JSON, "\n", the message bytes, then
+ * "\nFACTEUR-END <16 hex digits: message length> <64 hex digits: SHA-256 of everything before>\n".
+ */
+
 /** Where a committed message lives; the directory name is the state. */
 export type QueueState = 'active' | 'deferred' | 'hold';
 export const QUEUE_STATES: readonly QueueState[] = ['active', 'deferred', 'hold'];

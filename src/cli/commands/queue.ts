@@ -65,13 +65,15 @@ async function resolveSpoolDir(opts: { spool?: string; data?: string; config?: s
   return path.resolve('.facteur', 'queue');
 }
 
-async function hostnameFrom(opts: { config?: string }): Promise<string> {
+async function bounceSettings(opts: { config?: string }): Promise<{ hostname: string; bounceSizeLimit: number }> {
   const file = opts.config ?? process.env.FACTEUR_CONFIG;
+  const out = { hostname: os.hostname(), bounceSizeLimit: 50_000 };
   if (file) {
     const cfg = await loadConfigFile(file);
-    if (cfg.server?.hostname) return String(cfg.server.hostname);
+    if (cfg.server?.hostname) out.hostname = String(cfg.server.hostname);
+    if (cfg.queue?.bounce_size_limit) out.bounceSizeLimit = Number(cfg.queue.bounce_size_limit);
   }
-  return os.hostname();
+  return out;
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -198,11 +200,11 @@ export async function run(argv: string[]): Promise<number> {
     case 'delete':
       return forEach('deleted', await needId(true), (id) => spool.remove(id));
     case 'bounce': {
-      const hostname = await hostnameFrom(opts);
+      const settings = await bounceSettings(opts);
       const ids = await needId(true);
       const code = await forEach('bounced', ids, async (id) => {
         if (!(await spool.locate(id))) return false;
-        const dsn = await bounceMessage(spool, id, { hostname, bounceSizeLimit: 50_000 });
+        const dsn = await bounceMessage(spool, id, settings);
         if (dsn && ids.length === 1) out(`bounce queued as ${dsn}\n`);
         return true;
       });

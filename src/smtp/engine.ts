@@ -8,6 +8,7 @@
 // - Replies built by facteur (src/mail/reply.ts) carry their own enhanced code; the engine's guessed code is suppressed.
 // - VRFY off answers 502 5.5.1; a command carrying a NUL byte answers 500 5.5.2; sendmail's joke commands are gone.
 // - The greeting delay (early-talker check) is configurable instead of a fixed 100 ms.
+// - While the server shuts down, a command after the transaction in progress gets 221 (QUIT) or 421, and the connection closes.
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
@@ -37,6 +38,7 @@ interface ConnectionInternals {
   _nextHandler: unknown;
   _server: EngineServer;
   session: SMTPServerSession;
+  close(): void;
   send(code: number, data?: string | string[], context?: string | false): void;
 }
 
@@ -93,6 +95,15 @@ class FacteurConnection extends (SMTPConnection as unknown as new (server: unkno
     if (this._upgrading || !this._ready || this._nextHandler || !command) return super._onCommand(command, cb);
     if (command.includes(0)) return this.reply(Replies.nulCommand(), cb);
     const name = command.toString('latin1').split(' ')[0].toUpperCase();
+    if ((this._server as unknown as { _closeTimeout: unknown })._closeTimeout) {
+      // Shutting down (after a message in progress got its reply): QUIT is answered normally; anything else gets 421 and,
+      // as RFC 5321 4.2.2 says of 421, the channel is closed (the engine would answer 421 and keep the connection open).
+      if (name === 'QUIT') this.send(221, 'Bye');
+      else this.send(421, '4.3.2 Service shutting down, try again later', false);
+      this.close();
+      setImmediate(cb);
+      return;
+    }
     if (name === 'AUTH') {
       if (!this.policy.auth) return this.reply(Replies.authNotEnabled(), cb);
       if (!this.secure) return this.reply(Replies.tlsRequired(), cb);

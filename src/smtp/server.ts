@@ -3,6 +3,7 @@
 // Trusts the QueueWriter to be durable and the verifier's verdicts; everything from the network is untrusted.
 import type { Readable } from 'node:stream';
 import { PassThrough } from 'node:stream';
+import tls from 'node:tls';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import { EngineServer, type ListenerPolicy } from './engine.js';
@@ -64,6 +65,8 @@ export interface SmtpServiceOptions {
   metrics?: FacteurMetrics;
   /** Backend label for the auth metrics. */
   authBackendName?: string;
+  /** On close, how long sessions in the middle of a transaction may take to finish before 421 (default 2 s). */
+  shutdownTimeoutMs?: number;
 }
 
 interface AuthUser {
@@ -89,7 +92,35 @@ function hook(log: Logger, what: string, fn: () => Promise<SmtpReply | undefined
 export interface RunningSmtp {
   /** Bound ports by listener kind, in configuration order. */
   bound: { kind: ListenerKind; host: string; port: number }[];
+  /**
+   * Graceful stop: stop accepting, answer idle sessions 421 at once, let sessions in the middle of a transaction finish
+   * (bounded by shutdownTimeoutMs, then 421). Resolves once every listener is closed.
+   */
   close(): Promise<void>;
+  /** Use this certificate and key for new TLS sessions (STARTTLS and implicit); sessions already in TLS keep theirs. Throws if unusable. */
+  setTls(tls: { key: string | Buffer; cert: string | Buffer }): void;
+}
+
+/** smtp-server's per-connection state used to tell an idle session from one inside a transaction. */
+interface ConnState {
+  _ready?: boolean;
+  _upgrading?: boolean;
+  _dataStream?: unknown;
+  session?: SMTPServerSession;
+  send(code: number, data: string): void;
+  close(): void;
+}
+
+/** Close one listener gracefully (see RunningSmtp.close). */
+function closeGracefully(srv: EngineServer): Promise<void> {
+  const done = new Promise<void>((r) => srv.close(() => r()));
+  for (const c of (srv as unknown as { connections: Set<ConnState> }).connections) {
+    const busy = !c._ready || c._upgrading || !!c._dataStream || !!c.session?.envelope?.mailFrom;
+    if (busy) continue;
+    c.send(421, '4.3.2 Service shutting down, try again later');
+    c.close();
+  }
+  return done;
 }
 
 const userOf = (s: SMTPServerSession): AuthUser | undefined => (s.user ? (s.user as AuthUser) : undefined);
@@ -112,7 +143,7 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
       maxRecipients: o.maxRecipients,
       maxClients: o.maxConnections,
       socketTimeout: o.timeoutMs,
-      closeTimeout: 2000,
+      closeTimeout: o.shutdownTimeoutMs ?? 2000,
       maxCommandLength: 4096,
       disableReverseLookup: true,
       authMethods: o.mechList.map((m) => m.toUpperCase()),
@@ -222,7 +253,13 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
   log.info({ listeners: bound }, 'smtp listening');
   return {
     bound,
-    close: () => Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r())))).then(() => undefined),
+    close: () => Promise.all(servers.map(closeGracefully)).then(() => undefined),
+    setTls(t) {
+      // Fails here (mismatched pair, not PEM) before any listener switches, so a bad file never half-applies.
+      tls.createSecureContext({ key: t.key, cert: t.cert });
+      for (const s of servers) s.updateSecureContext({ key: t.key, cert: t.cert });
+      log.info('tls certificate reloaded for new sessions');
+    },
   };
 }
 

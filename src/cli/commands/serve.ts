@@ -60,11 +60,19 @@ export interface ServeOptions {
   /** Start the delivery scheduler (default true). */
   delivery?: boolean;
   metrics?: FacteurMetrics;
+  /** Re-read the configuration on reload (the CLI re-reads --config); default: keep the one given. */
+  reread?: () => Promise<ConfigValues>;
+  /** On stop, how long sessions in the middle of a transaction may take to finish (default 2 s; the CLI uses 30 s). */
+  shutdownTimeoutMs?: number;
 }
 
 export interface Served extends RunningSmtp {
   dataDir: string;
-  /** Re-read the sender map and the users file's addresses (SIGHUP). */
+  /**
+   * SIGHUP: re-read the configuration, the TLS certificate and key, the sender map and the users file's addresses. Everything
+   * is read and checked before anything changes, so a failure keeps the previous state whole. Sessions in progress keep their
+   * TLS session; new ones get the new certificate. Listener, auth, queue and delivery settings take effect at restart.
+   */
   reload(): Promise<void>;
   metrics: FacteurMetrics;
   /** The /metrics and /health endpoint, when [metrics] listen is set. */
@@ -219,6 +227,7 @@ export async function serve(o: ServeOptions): Promise<Served> {
     rateLimiter: rl?.limiter,
     metrics,
     authBackendName: (cfg.auth.cyrus_config ? 'saslauthd' : (cfg.auth.backend as string)) || 'saslauthd',
+    shutdownTimeoutMs: o.shutdownTimeoutMs,
   });
   let observability: ObservabilityServer | undefined;
   const listen = cfg.metrics?.listen as string | undefined;
@@ -234,9 +243,16 @@ export async function serve(o: ServeOptions): Promise<Served> {
     metrics,
     observability,
     async reload() {
-      sender.setMap(await loadSenderMap(pol.sender_map as string));
+      const next = o.reread ? await o.reread() : cfg;
+      const nextTls = await tlsFiles(next, dataDir, hostname, log);
+      const nextMap = await loadSenderMap(next.policy.sender_map as string);
+      running.setTls(nextTls);
+      sender.setMap(nextMap);
       await learnUsersFile();
-      log.info('reloaded the sender map and the users file addresses');
+      const restartOnly = ['inbound', 'submission', 'submissions', 'auth', 'queue', 'delivery', 'ratelimit', 'metrics'].filter((k) => JSON.stringify(next[k]) !== JSON.stringify(cfg[k]));
+      const serverRestart = ['hostname', 'data_dir', 'local_domains', 'max_message_size', 'max_recipients', 'max_connections', 'max_connections_per_ip', 'timeout', 'greeting_delay', 'log_level'].filter((k) => JSON.stringify(next.server[k]) !== JSON.stringify(s[k]));
+      if (restartOnly.length || serverRestart.length) log.warn({ sections: restartOnly, server: serverRestart }, 'these settings changed but take effect only at restart');
+      log.info('reloaded the configuration: TLS certificate, sender map, users file addresses');
     },
     async stopAll() {
       await observability?.close();
@@ -271,10 +287,16 @@ export async function run(argv: string[]): Promise<number> {
     config = await loadConfigFile(configFile);
   }
   if (dataDir) config.server.data_dir = dataDir;
-  const served = await serve({ config });
+  const reread = async (): Promise<ConfigValues> => {
+    if (embedded) return config;
+    const next = await loadConfigFile(configFile);
+    if (dataDir) next.server.data_dir = dataDir;
+    return next;
+  };
+  const served = await serve({ config, reread, shutdownTimeoutMs: 30_000 });
   if (embedded) printWelcome(served, config);
   const onHup = () => {
-    served.reload().catch((err: unknown) => process.stderr.write(`facteur serve: reload failed, keeping the previous sender map: ${(err as Error).message}\n`));
+    served.reload().catch((err: unknown) => process.stderr.write(`facteur serve: reload failed, keeping the previous configuration and certificate: ${(err as Error).message}\n`));
   };
   process.on('SIGHUP', onHup);
   await new Promise<void>((resolve) => {
@@ -283,6 +305,8 @@ export async function run(argv: string[]): Promise<number> {
     process.once('SIGINT', stop);
   });
   process.off('SIGHUP', onHup);
+  // Graceful: the listeners stop accepting now; idle sessions get 421, sessions in a transaction get up to 30 s to finish.
+  process.stderr.write('facteur serve: stopping: no new connections; finishing sessions in progress\n');
   await served.stopAll();
   return 0;
 }

@@ -184,6 +184,16 @@ describe('fastbind, custom, realms', () => {
     assert.equal((await check(b4, 'carol@picasoft.net', u('carol@picasoft.net').password)).verdict, 'ok');
   });
 
+  test('a login that makes the search base an invalid DN: NO, and the server is not taken for down', async () => {
+    const b = await backend(base('ldap_search_base: ou=%r,dc=picasoft,dc=net\nldap_filter: (uid=%U)'));
+    const steps: string[] = [];
+    assert.equal((await check(b, 'alice', u('alice').password, { steps })).verdict, 'fail', steps.join('\n'));
+    assert.ok(steps.some((s) => /search base (is not a valid DN|does not exist)/.test(s)), steps.join('\n'));
+    const steps2: string[] = [];
+    assert.equal((await check(b, 'alice', u('alice').password, { realm: 'people', steps: steps2 })).verdict, 'ok', steps2.join('\n'));
+    assert.ok(!steps2.some((s) => s.includes('failed recently')));
+  });
+
   test('a filter matching several entries is refused as ambiguous (NO, not tempfail)', async () => {
     const b = await backend(base('ldap_filter: (|(uid=%u)(uid=user1))'));
     const steps: string[] = [];

@@ -239,11 +239,17 @@ export class LdapBackend implements AuthBackend {
           explain('aborted: the request ran out of time');
           return tempfail('LDAP directory did not answer in time');
         }
-        const why = err instanceof ServerTrouble ? err.message : `unexpected error: ${errText(err)}`;
-        explain(`server ${server.url} failed: ${why}`);
-        this.log(`LDAP server ${server.url} failed: ${why}`);
+        if (!(err instanceof ServerTrouble)) {
+          // The server answered, but with an error that says nothing about the password (e.g. the service account may not
+          // search): not a reason to call the server down (a hostile login must not steer requests away from it), nor a NO.
+          explain(`server ${server.url} answered ${errText(err)}`);
+          this.log(`LDAP server ${server.url}: ${errText(err)} (check the configuration and the service account's access)`);
+          return tempfail('LDAP directory error');
+        }
+        explain(`server ${server.url} failed: ${err.message}`);
+        this.log(`LDAP server ${server.url} failed: ${err.message}`);
         server.downUntil = Date.now() + SERVER_BACKOFF_MS;
-        last = why;
+        last = err.message;
       }
     }
     if (opts.signal.aborted) return tempfail('LDAP directory did not answer in time');
@@ -338,8 +344,8 @@ export class LdapBackend implements AuthBackend {
         return r.searchEntries;
       }, explain);
     } catch (err) {
-      if (err instanceof NoSuchObjectError) {
-        explain('search base does not exist: user not found');
+      if (err instanceof NoSuchObjectError || err instanceof InvalidDNSyntaxError) {
+        explain(`search base ${err instanceof NoSuchObjectError ? 'does not exist' : 'is not a valid DN'}: user not found`);
         return null;
       }
       if (err instanceof SizeLimitExceededError) {
@@ -398,7 +404,7 @@ export class LdapBackend implements AuthBackend {
         explain(`group check: compare ${groupDn} ${cfg.groupAttr}=${userDn}: ${member ? 'member' : 'not a member'}`);
         return member;
       } catch (err) {
-        if (err instanceof NoSuchObjectError || err instanceof NoSuchAttributeError || err instanceof UndefinedTypeError) {
+        if (err instanceof NoSuchObjectError || err instanceof NoSuchAttributeError || err instanceof UndefinedTypeError || err instanceof InvalidDNSyntaxError) {
           explain(`group check: ${groupDn}: ${errText(err)}: not a member`);
           return false;
         }
@@ -420,7 +426,7 @@ export class LdapBackend implements AuthBackend {
         explain(`group check: search "${base}" ${filter}: several entries: member`);
         return true;
       }
-      if (err instanceof NoSuchObjectError) {
+      if (err instanceof NoSuchObjectError || err instanceof InvalidDNSyntaxError) {
         explain(`group check: base "${base}" does not exist: not a member`);
         return false;
       }

@@ -51,10 +51,15 @@ const USER_CONN_FACTOR = 16;
 
 /** The directory (or the way to it) failed: try the next server, answer tempfail if none works. */
 class ServerTrouble extends Error {
-  constructor(message: string, opts: { cause?: unknown } = {}) {
-    super(message, opts);
+  /** The connection was found closed (e.g. by the server while idle): worth one retry on a new connection. Timeouts are not. */
+  readonly closed: boolean;
+  constructor(message: string, opts: { cause?: unknown; closed?: boolean } = {}) {
+    super(message, { cause: opts.cause });
+    this.closed = opts.closed ?? false;
   }
 }
+
+const CLOSED = /Connection closed|not reconnecting|Socket connection not established|ECONNRESET|EPIPE/;
 
 class Aborted extends Error {}
 
@@ -512,7 +517,7 @@ export class LdapBackend implements AuthBackend {
     try {
       return await this.run(conn, signal, fn);
     } catch (err) {
-      if (err instanceof ServerTrouble && !fresh && !signal.aborted) {
+      if (err instanceof ServerTrouble && err.closed && !fresh && !signal.aborted) {
         // A pooled connection may have been closed by the server while idle: one retry on a new connection.
         const c2 = await this.newService(server, signal, explain);
         server.svc.push(c2);
@@ -556,7 +561,7 @@ export class LdapBackend implements AuthBackend {
       try {
         return await attemptOn(conn ?? (await this.open(server, signal, explain)));
       } catch (err) {
-        if (err instanceof ServerTrouble && reused && !signal.aborted) return attemptOn(await this.open(server, signal, explain));
+        if (err instanceof ServerTrouble && err.closed && reused && !signal.aborted) return attemptOn(await this.open(server, signal, explain));
         throw err;
       }
     } finally {
@@ -583,7 +588,7 @@ export class LdapBackend implements AuthBackend {
       }
       conn.kill();
       if (err instanceof ServerTrouble) throw err;
-      throw new ServerTrouble(`connection failed: ${errText(err)}`, { cause: err });
+      throw new ServerTrouble(`connection failed: ${errText(err)}`, { cause: err, closed: CLOSED.test(errText(err)) });
     } finally {
       conn.inflight--;
     }

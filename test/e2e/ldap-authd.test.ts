@@ -13,7 +13,7 @@ import { parseReply } from '../../src/auth/types.js';
 let slapd: Slapd;
 let dir: string;
 const daemons: Daemon[] = [];
-let ours: Daemon, cyrus: Daemon, realmOurs: Daemon, realmCyrus: Daemon, down: Daemon, tlsOurs: Daemon;
+let ours: Daemon, cyrus: Daemon, realmOurs: Daemon, realmCyrus: Daemon, down: Daemon, tlsOurs: Daemon, seedOurs: Daemon, seedCyrus: Daemon;
 let confFile: string;
 
 const ask = async (d: Daemon, login: string, password: string, realm = '', service = 'smtp'): Promise<string> =>
@@ -52,13 +52,18 @@ ldap_timeout: 5
   const realmConf = await conf('realm.conf', `${common}ldap_filter: (mail=%U@%r)\n`);
   const downConf = await conf('down.conf', `ldap_servers: ldap://127.0.0.1:${await freePort()}/\nldap_timeout: 2\n`);
   const tlsConf = await conf('tls.conf', `${common}ldap_start_tls: yes\nldap_tls_cacert_file: ${slapd.caFile}\nldap_filter: (uid=%u)\n`);
-  [ours, cyrus, realmOurs, realmCyrus, down, tlsOurs] = await Promise.all([
+  // The seed how-to's saslauthd.conf, unchanged but for the server address (bare filter `cn=%u`, search from the root).
+  const seedText = await fs.readFile(path.join(import.meta.dirname, '../fixtures/ldap/seed-saslauthd.conf'), 'utf8');
+  const seedConf = await conf('seed.conf', seedText.replace(/^ldap_servers: .*$/m, `ldap_servers: ${slapd.url}`));
+  [ours, cyrus, realmOurs, realmCyrus, down, tlsOurs, seedOurs, seedCyrus] = await Promise.all([
     daemon(startFacteurAuthd(await runDir('ours'), ['-a', 'ldap', '-O', confFile, '--no-penalty'])),
     daemon(startCyrusSaslauthd(await runDir('cyrus'), ['-a', 'ldap', '-O', confFile])),
     daemon(startFacteurAuthd(await runDir('realm-ours'), ['-a', 'ldap', '-O', realmConf, '--no-penalty'])),
     daemon(startCyrusSaslauthd(await runDir('realm-cyrus'), ['-a', 'ldap', '-O', realmConf])),
     daemon(startFacteurAuthd(await runDir('down'), ['-a', 'ldap', '-O', downConf, '--no-penalty'])),
     daemon(startFacteurAuthd(await runDir('tls'), ['-a', 'ldap', '-O', tlsConf, '--no-penalty'])),
+    daemon(startFacteurAuthd(await runDir('seed-ours'), ['-a', 'ldap', '-O', seedConf, '--no-penalty'])),
+    daemon(startCyrusSaslauthd(await runDir('seed-cyrus'), ['-a', 'ldap', '-O', seedConf])),
   ]);
 });
 
@@ -172,4 +177,15 @@ test('passwords longer than 127 bytes: Cyrus truncates them (and refuses the rig
   assert.equal(await ask(cyrus, user.login, long), 'NO');
   assert.equal(await ask(ours, user.login, long.slice(0, -1)), 'NO');
   assert.equal(await ask(ours, user.login, long.slice(0, 63)), 'NO');
+});
+
+test("the seed how-to's saslauthd.conf (ldap_filter: cn=%u) works unchanged, with the same replies as Cyrus", async () => {
+  const requests: Array<[string, string]> = [];
+  for (const user of slapd.users) requests.push([user.login, user.password], [user.login, 'wrong']);
+  requests.push(['user5', 'pass5'], ['nobody', 'x'], ['*', u('alice').password]);
+  for (const [login, pw] of requests) {
+    const [a, b] = await Promise.all([ask(seedOurs, login, pw), ask(seedCyrus, login, pw)]);
+    assert.equal(a, b, JSON.stringify(login));
+  }
+  assert.equal(await ask(seedOurs, 'alice', u('alice').password), 'OK');
 });

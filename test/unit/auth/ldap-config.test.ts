@@ -122,7 +122,10 @@ test('templates: unknown tokens, lone %, %D outside group templates, filters wit
   refuses('ldap_filter: (uid=100%', /lone "%"/);
   refuses('ldap_filter: (uid=%D)', /%D .* only known in group templates/);
   refuses('ldap_search_base: ou=%q,dc=x', /ldap_search_base: unknown token/);
-  refuses('ldap_filter: uid=%u', /must be a filter in parentheses/);
+  // A bare filter (libldap accepts it; the seed's how-to uses `cn=%u`) gets its parentheses.
+  assert.equal(parse('ldap_filter: cn=%u').filter, '(cn=%u)');
+  assert.equal(parse('ldap_filter: (cn=%u)').filter, '(cn=%u)');
+  assert.equal(parse('ldap_group_match_method: filter\nldap_group_search_base: dc=x\nldap_group_filter: member=%D').groupFilter, '(member=%D)');
   assert.equal(parse('ldap_filter: (uid=100%%)').filter, '(uid=100%%)');
   refuses('ldap_auth_method: fastbind\nldap_filter: %u', /fastbind the filter is the user's DN/);
   refuses('ldap_group_match_method: filter\nldap_group_dn: cn=g', /needs ldap_group_filter/);

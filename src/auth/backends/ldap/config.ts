@@ -262,9 +262,9 @@ function validate(c: LdapConfig): void {
   checkTemplate(c.groupDn, 'ldap_group_dn', f, true);
   checkTemplate(c.groupFilter, 'ldap_group_filter', f, true);
   checkTemplate(c.groupSearchBase, 'ldap_group_search_base', f, true);
-  if (c.authMethod !== 'fastbind' && !/^\(.*\)$/s.test(c.filter.trim())) {
-    throw new ConfigError(`${f}: ldap_filter: "${c.filter}" must be a filter in parentheses, e.g. (uid=%u)`);
-  }
+  // libldap accepts a bare `attr=value` filter (the seed's `ldap_filter: cn=%u`, upstream's old default `uid=%u`): add the parentheses.
+  if (c.authMethod !== 'fastbind' && !c.filter.trimStart().startsWith('(')) c.filter = `(${c.filter.trim()})`;
+  if (c.groupFilter && !c.groupFilter.trimStart().startsWith('(')) c.groupFilter = `(${c.groupFilter.trim()})`;
   if (c.authMethod === 'fastbind' && !c.filter.includes('=')) {
     throw new ConfigError(`${f}: ldap_filter: with ldap_auth_method: fastbind the filter is the user's DN, e.g. uid=%U,ou=people,dc=example,dc=org`);
   }

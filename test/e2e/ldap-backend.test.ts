@@ -119,6 +119,25 @@ describe('bind method', () => {
     assert.ok(steps.some((s) => s.includes('searching again')));
   });
 
+  test('the DN cache: a repeat login only binds; ldap_dn_cache_ttl: 0 searches every time', async () => {
+    const user = slapd.bulkUsers[20]!;
+    const steps: string[] = [];
+    await check(b, user.login, user.password);
+    assert.equal((await check(b, user.login, user.password, { steps })).verdict, 'ok');
+    assert.ok(steps.some((s) => s.startsWith('DN from cache')) && !steps.some((s) => s.startsWith('search')), steps.join('\n'));
+    const off = await backend(base('ldap_dn_cache_ttl: 0'));
+    await check(off, user.login, user.password);
+    const steps2: string[] = [];
+    assert.equal((await check(off, user.login, user.password, { steps: steps2 })).verdict, 'ok');
+    assert.ok(!steps2.some((s) => s.startsWith('DN from cache')) && steps2.some((s) => s.startsWith('search')), steps2.join('\n'));
+    // A wrong password never fills the cache.
+    const other = slapd.bulkUsers[21]!;
+    await check(b, other.login, 'wrong');
+    const steps3: string[] = [];
+    await check(b, other.login, 'wrong', { steps: steps3 });
+    assert.ok(!steps3.some((s) => s.startsWith('DN from cache')), steps3.join('\n'));
+  });
+
   test('concurrent requests for many users all get their own verdict', async () => {
     const jobs = slapd.bulkUsers.slice(10, 60).flatMap((x, i) => [
       check(b, x.login, x.password).then((r) => assert.equal(r.verdict, 'ok', x.login)),

@@ -130,6 +130,12 @@ describe('bind method', () => {
     const steps2: string[] = [];
     assert.equal((await check(off, user.login, user.password, { steps: steps2 })).verdict, 'ok');
     assert.ok(!steps2.some((s) => s.startsWith('DN from cache')) && steps2.some((s) => s.startsWith('search')), steps2.join('\n'));
+    // A compound filter may carry policy: searched every time, so that a change to the entry takes effect at once.
+    const policy = await backend(base('ldap_filter: (&(uid=%u)(objectClass=inetOrgPerson))'));
+    await check(policy, user.login, user.password);
+    const steps4: string[] = [];
+    assert.equal((await check(policy, user.login, user.password, { steps: steps4 })).verdict, 'ok');
+    assert.ok(!steps4.some((s) => s.startsWith('DN from cache')), steps4.join('\n'));
     // A wrong password never fills the cache.
     const other = slapd.bulkUsers[21]!;
     await check(b, other.login, 'wrong');

@@ -12,7 +12,8 @@
 // ldap_use_sasl is off.
 // One deviation for CRLF files: a trailing CR is removed from every value (upstream keeps it, which silently breaks the value).
 // facteur extensions (not in upstream): ldap_mail_attrs (attributes returned as the user's addresses, default `mail`),
-// ldap_dn_cache_ttl (seconds a login→DN mapping is remembered, default 60, 0 = off), ldap_pool_size (connections per kind, default 4).
+// ldap_dn_cache_ttl (seconds a login→DN mapping is remembered, default 60, 0 = off; only for single-equality filters like (uid=%u)),
+// ldap_pool_size (service connections per server, default 4; user-bind connections: up to 16 times that).
 import fs from 'node:fs';
 import tls from 'node:tls';
 import { ConfigError } from '../../../lib/errors.js';

@@ -14,7 +14,8 @@
 // many servers answer with success). Logins, realms and services with control characters are refused.
 // Servers are tried in the order of ldap_servers; one that fails is skipped for 10 s (unless all are failing).
 // Speed: a login->DN mapping is remembered ldap_dn_cache_ttl seconds (facteur extension, default 60): a repeat login needs only the
-// user bind. The bind always happens; when it fails with a remembered DN, the search is done again before answering NO.
+// user bind. The bind always happens; when it fails with a remembered DN, the search is done again before answering NO. Only for
+// filters that merely name the user, like (uid=%u): a compound filter may carry policy (mailEnabled=TRUE...) and is searched every time.
 import net from 'node:net';
 import tls from 'node:tls';
 import fs from 'node:fs';
@@ -174,6 +175,9 @@ export class LdapBackend implements AuthBackend {
   private servers: Server[] = [];
   private tlsOpts: tls.ConnectionOptions = {};
   private dnCache = new Map<string, DnCacheEntry>();
+  /** The DN cache is used only when the filter merely names the user (one equality assertion): a compound filter may encode policy
+   *  (`(&(uid=%u)(mailEnabled=TRUE))`) that a cached DN would skip, and the check must never be weakened. */
+  private dnCacheOn = false;
   private closed = false;
 
   constructor(
@@ -187,6 +191,7 @@ export class LdapBackend implements AuthBackend {
   private apply(cfg: LdapConfig): void {
     this.tlsOpts = tlsOptionsFor(cfg);
     this.cfg = cfg;
+    this.dnCacheOn = cfg.dnCacheTtl > 0 && /^\(\s*[A-Za-z0-9][A-Za-z0-9.;-]*\s*=[^()&|!]*\)$/.test(cfg.filter.trim());
     this.servers = cfg.servers.map((u) => {
       const url = new URL(u);
       const host = url.hostname.replace(/^\[|\]$/g, '');
@@ -292,7 +297,7 @@ export class LdapBackend implements AuthBackend {
 
     // bind
     const key = `${base}\0${filter}`;
-    const cached = this.cacheGet(key);
+    const cached = this.dnCacheOn ? this.cacheGet(key) : undefined;
     if (cached) {
       explain(`DN from cache: ${cached.dn}`);
       const b = await this.userBind(server, cached.dn, password, signal, explain, false);
@@ -310,7 +315,7 @@ export class LdapBackend implements AuthBackend {
     if (cached && cached.dn === dn) return fail();
     const b = await this.userBind(server, dn, password, signal, explain, false);
     if (!b.ok) return fail();
-    if (cfg.dnCacheTtl > 0) this.cachePut(key, { dn, addresses, expires: Date.now() + cfg.dnCacheTtl * 1000 });
+    if (this.dnCacheOn) this.cachePut(key, { dn, addresses, expires: Date.now() + cfg.dnCacheTtl * 1000 });
     if (!(await this.groupCheck(server, dn, vals, signal, explain))) return fail();
     return ok('', addresses);
   }

@@ -2,7 +2,7 @@
 // Trusts the daemons only as far as their replies: every reply must be OK, errors are counted and shown, never hidden.
 //
 // npm run bench:authd [-- --quick] [--duration S] [--warmup S] [--concurrency 1,8,64] [--scenarios ldap,ldap-cache,file,file-cache,rimap]
-//                     [--cyrus-n 5,16] [--rounds 3] [--generators 1] [--slapd-log] [--profile DIR] [--write | --no-write]
+//                     [--cyrus-n 5,16] [--rounds 3] [--generators 1] [--slapd-log] [--section ID] [--profile DIR] [--write | --no-write]
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -29,6 +29,10 @@ interface Flags {
   warmupMs: number;
   /** The measured time of a cell is split into this many rounds, the daemons of a scenario taking turns. */
   rounds: number;
+  /** The flags as given, for the report. */
+  argv: string[];
+  /** Marker id of the docs/benchmarks.md section written (`authd`, or `authd-slapd-log` with --slapd-log). */
+  section: string;
   /** Keep the slapd test helper's per-operation logging (`-d stats`) instead of restarting slapd quietly. */
   slapdLog: boolean;
   /** Load generator processes (one is lighter on a 2-core machine; more help on bigger ones). */
@@ -45,7 +49,7 @@ const ALL_SCENARIOS = ['calibration', 'ldap', 'ldap-cache', 'rimap', 'rimap-cach
 const DEFAULT_SCENARIOS = ALL_SCENARIOS.filter((s) => s !== 'rimap-cache');
 
 function parseFlags(argv: string[]): Flags {
-  const f: Flags = { quick: false, durationMs: 5000, warmupMs: 500, rounds: 3, generators: 1, slapdLog: false, concurrency: [1, 8, 64], scenarios: DEFAULT_SCENARIOS, cyrusN: [5, 16], write: true };
+  const f: Flags = { quick: false, durationMs: 4000, warmupMs: 500, rounds: 3, generators: 1, slapdLog: false, section: '', argv, concurrency: [1, 8, 64], scenarios: DEFAULT_SCENARIOS, cyrusN: [5, 16], write: true };
   let explicitWrite: boolean | undefined;
   const list = (v: string | undefined, name: string) => {
     if (!v) throw new Error(`${name} needs a value`);
@@ -70,6 +74,7 @@ function parseFlags(argv: string[]): Flags {
       case '--warmup': f.warmupMs = seconds(argv[++i], a); break;
       case '--rounds': f.rounds = nums(argv[++i], a)[0]; break;
       case '--slapd-log': f.slapdLog = true; break;
+      case '--section': f.section = list(argv[++i], a)[0]; break;
       case '--generators': f.generators = nums(argv[++i], a)[0]; break;
       case '--concurrency': f.concurrency = nums(argv[++i], a); break;
       case '--scenarios': f.scenarios = list(argv[++i], a); break;
@@ -79,13 +84,15 @@ function parseFlags(argv: string[]): Flags {
       case '--no-write': explicitWrite = false; break;
       case '-h': case '--help':
         process.stdout.write(`usage: npm run bench:authd -- [--quick] [--duration S] [--warmup S] [--concurrency 1,8,64]\n` +
-          `       [--scenarios ${ALL_SCENARIOS.join(',')}] [--cyrus-n 5,16] [--rounds N] [--generators N] [--slapd-log] [--profile DIR] [--write|--no-write]\n`);
+          `       [--scenarios ${ALL_SCENARIOS.join(',')}] [--cyrus-n 5,16] [--rounds N] [--generators N] [--slapd-log] [--section ID] [--profile DIR] [--write|--no-write]\n`);
         process.exit(0);
       // falls through (unreachable)
       default: throw new Error(`unknown option ${a}`);
     }
   }
   for (const s of f.scenarios) if (!ALL_SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s} (known: ${ALL_SCENARIOS.join(', ')})`);
+  if (!/^[a-z0-9-]*$/.test(f.section)) throw new Error('--section: letters, digits and - only');
+  f.section ||= f.slapdLog ? 'authd-slapd-log' : 'authd';
   // Quick or profiled runs are for looking, not for the record, unless asked.
   f.write = explicitWrite ?? !(f.quick || f.profileDir);
   return f;
@@ -413,10 +420,10 @@ function verdicts(o: ScenarioOutcome, concurrency: number[]): string[] {
 
 function markdown(m: MachineInfo, f: Flags, outcomes: ScenarioOutcome[], started: Date, totalS: number): string {
   const parts: string[] = [];
-  parts.push('## authd: facteur vs Cyrus saslauthd');
+  parts.push(`## authd: facteur vs Cyrus saslauthd${f.slapdLog ? ", slapd logging every operation (the test helper's -d stats)" : ''}`);
   parts.push(
     [
-      `Run on ${started.toISOString().replace(/\.\d+Z$/, 'Z')} with \`npm run bench:authd${f.quick ? ' -- --quick' : ''}\` (${Math.round(totalS)} s in all).`,
+      `Run on ${started.toISOString().replace(/\.\d+Z$/, 'Z')} with \`npm run bench:authd${f.argv.length ? ` -- ${f.argv.join(' ')}` : ''}\` (${Math.round(totalS)} s in all).`,
       '',
       `- Machine: ${m.cpu}, ${m.cores} cores, ${m.ramGiB} GiB RAM, ${m.kernel}`,
       `- Node ${m.node}; Cyrus ${m.cyrus} (Debian sasl2-bin); OpenLDAP ${m.slapd}${m.dovecot ? `; Dovecot ${m.dovecot}` : ''}`,
@@ -567,7 +574,7 @@ async function main(): Promise<number> {
   }
   const totalS = (performance.now() - t0) / 1000;
   if (f.write) {
-    writeSection(DOC, markdown(m, f, outcomes, started, totalS));
+    writeSection(DOC, markdown(m, f, outcomes, started, totalS), f.section);
     process.stdout.write(`wrote ${path.relative(process.cwd(), DOC)}\n`);
   }
   if (f.profileDir) process.stdout.write(`CPU profiles of facteur authd: ${f.profileDir}/*.cpuprofile (open in Chrome DevTools or speedscope)\n`);

@@ -54,19 +54,21 @@ export function markdownTable(head: string[], rows: string[][]): string {
 
 export const SECTION_START = '<!-- bench:authd:start -->';
 export const SECTION_END = '<!-- bench:authd:end -->';
+const markers = (id: string) => ({ start: `<!-- bench:${id}:start -->`, end: `<!-- bench:${id}:end -->` });
 
 const PREAMBLE = `# Benchmarks
 
 Numbers written by the benchmark scripts themselves; each section is replaced on every run. Run them on an idle machine.
 `;
 
-/** Replace (or append) the marked authd section of a Markdown file, leaving the rest of the file alone. */
-export function writeSection(file: string, body: string): void {
+/** Replace (or append) the section marked `id` (default `authd`) of a Markdown file, leaving the rest of the file alone. */
+export function writeSection(file: string, body: string, id = 'authd'): void {
   let text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : PREAMBLE;
-  const block = `${SECTION_START}\n${body.trim()}\n${SECTION_END}`;
-  const a = text.indexOf(SECTION_START);
-  const b = text.indexOf(SECTION_END);
-  if (a >= 0 && b > a) text = text.slice(0, a) + block + text.slice(b + SECTION_END.length);
+  const { start, end } = markers(id);
+  const block = `${start}\n${body.trim()}\n${end}`;
+  const a = text.indexOf(start);
+  const b = text.indexOf(end);
+  if (a >= 0 && b > a) text = text.slice(0, a) + block + text.slice(b + end.length);
   else text = `${text.trimEnd()}\n\n${block}\n`;
   fs.writeFileSync(file, text.endsWith('\n') ? text : `${text}\n`);
 }

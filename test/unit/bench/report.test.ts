@@ -66,3 +66,16 @@ test('CPU time of a process counts all its threads', async () => {
   w.postMessage('exit');
   await new Promise((r) => w.once('exit', r));
 });
+
+test('sections with different ids live side by side', async () => {
+  const dir = await tempDir('facteur-report-');
+  const file = path.join(dir, 'benchmarks.md');
+  writeSection(file, 'one');
+  writeSection(file, 'two', 'authd-slapd-log');
+  writeSection(file, 'three');
+  const text = await fs.readFile(file, 'utf8');
+  assert.ok(text.includes('<!-- bench:authd:start -->\nthree\n<!-- bench:authd:end -->'));
+  assert.ok(text.includes('<!-- bench:authd-slapd-log:start -->\ntwo\n<!-- bench:authd-slapd-log:end -->'));
+  assert.ok(!text.includes('one'));
+  await fs.rm(dir, { recursive: true, force: true });
+});

@@ -98,7 +98,14 @@ async function loadEveryKey(text: string, file: string, env: NodeJS.ProcessEnv, 
       await tryOne({ [name]: body });
       continue;
     }
+    const section = sections.find((s) => s.name === name)!;
     for (const [key, value] of Object.entries(body as Record<string, unknown>)) {
+      if (!Object.hasOwn(section.params, key) && key in section.params) {
+        // The loader looks keys up with a plain index, so inherited names (constructor, toString) slip through it.
+        f.push(error(`${file}: unknown key '${key}' in [${name}]; run 'facteur config --defaults' for the list`));
+        bad++;
+        continue;
+      }
       if (await tryOne({ [name]: { [key]: value } })) (clean[name] ??= {})[key] = value;
     }
   }

@@ -128,6 +128,10 @@ test('misspelled keys and sections: every one reported with "did you mean", exit
   assert.match(r.stdout, /3 problems to fix/);
 });
 
+test('inherited property names are unknown keys too (the loader accepts them; found by the config fuzzer)', async () => {
+  await oneError(await config({ server: 'constructor = 1' }), /unknown key 'constructor' in \[server\]; run 'facteur config --defaults' for the list/);
+});
+
 test('a bad value is named with its key', async () => {
   await oneError(await config({}, { server: { max_recipients: '0' } }), /\[server\] max_recipients: must be at least 1/);
 });

@@ -60,6 +60,8 @@ export interface ServeOptions {
   /** Start the delivery scheduler (default true). */
   delivery?: boolean;
   metrics?: FacteurMetrics;
+  /** Brute-force defence (tests inject one with other thresholds); default: a PenaltyBox with the built-in thresholds. */
+  penalty?: PenaltyBox;
   /** Re-read the configuration on reload (the CLI re-reads --config); default: keep the one given. */
   reread?: () => Promise<ConfigValues>;
   /** On stop, how long sessions in the middle of a transaction may take to finish (default 2 s; the CLI uses 30 s). */
@@ -223,7 +225,7 @@ export async function serve(o: ServeOptions): Promise<Served> {
     nullSender: pol.null_sender as boolean,
     queue: q.queue,
     log,
-    penalty: new PenaltyBox(),
+    penalty: o.penalty ?? new PenaltyBox(),
     rateLimiter: rl?.limiter,
     metrics,
     authBackendName: (cfg.auth.cyrus_config ? 'saslauthd' : (cfg.auth.backend as string)) || 'saslauthd',

@@ -6,7 +6,7 @@ import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { dnsRecord, fromDomain, generateDkimKey, publicRecord, signMessage, validDomain, type DkimKey } from '../../../src/delivery/dkim.js';
 
 for (const type of ['rsa', 'ed25519'] as const) {
-  test(`${type}: 300 signed messages all verify against the published TXT record`, async () => {
+  test(`${type}: 200 signed messages all verify against the published TXT record`, async () => {
     const k = generateDkimKey(type);
     assert.equal(publicRecord(k.privatePem), k.txt);
     const key: DkimKey = { domain: 'sender.test', selector: 's1', privateKey: k.privatePem, algorithm: type === 'rsa' ? 'rsa-sha256' : 'ed25519-sha256' };
@@ -15,7 +15,7 @@ for (const type of ['rsa', 'ed25519'] as const) {
       throw Object.assign(new Error('ENOTFOUND'), { code: 'ENOTFOUND' });
     };
     let bad = 0;
-    for (let i = 0; i < 300; i++) {
+    for (let i = 0; i < 200; i++) {
       const m = Buffer.from(`From: Alice <alice@sender.test>\r\nTo: bob@remote.test\r\nSubject: n ${i}\r\nDate: Mon, 5 Jan 2026 12:00:00 +0000\r\n\r\nBody ${i}\r\n`);
       const s = await signMessage(m, key);
       assert.equal(s.error, undefined);

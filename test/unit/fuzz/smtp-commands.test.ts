@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { startFuzzServer, exchange, assertValidReplies, normalSession, type FuzzServer } from './smtp.js';
+import { startFuzzServer, exchange, assertValidReplies, normalSession, PASSWORD, type FuzzServer } from './smtp.js';
 
 let srv: FuzzServer;
 
@@ -78,6 +78,21 @@ test('port 587: random pipelined commands (AUTH before TLS, STARTTLS) always get
   await fc.assert(
     fc.asyncProperty(pipelined, (p) => property(srv.ports.submission, p)),
     { numRuns: 400, interruptAfterTimeLimit: 8_000, markInterruptAsFailure: false },
+  );
+  await normalSession(srv.ports.inbound, srv.queue);
+});
+
+test('port 465, authenticated: random pipelined commands (sender ownership, relay, limits) always get valid replies', async () => {
+  const login = Buffer.from(`EHLO fuzz.test\r\nAUTH PLAIN ${Buffer.from(`\0alice@example.org\0${PASSWORD}`).toString('base64')}\r\n`);
+  await fc.assert(
+    fc.asyncProperty(pipelined, async (p) => {
+      const r = await exchange(srv.ports.submissions, Buffer.concat([login, p]), { tls: true });
+      stats.runs++;
+      if (r.closedByServer) stats.closedByServer++;
+      assertValidReplies(r.text);
+      assert.match(r.text, /\r\n235 /, 'authenticated first');
+    }),
+    { numRuns: 300, interruptAfterTimeLimit: 8_000, markInterruptAsFailure: false },
   );
   await normalSession(srv.ports.inbound, srv.queue);
 });

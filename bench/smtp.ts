@@ -97,7 +97,7 @@ class Generator {
 }
 
 interface Server {
-  name: 'facteur' | 'Postfix';
+  name: string;
   inboundPort: number;
   submissionPort: number;
   /** Processes whose CPU and memory are the server's (facteur: its one process; Postfix: master and every child). */
@@ -105,7 +105,7 @@ interface Server {
   stop(): Promise<void>;
 }
 
-async function startFacteurServe(dir: string, cert: string, key: string, authdSocket: string): Promise<Server> {
+async function startFacteurServe(dir: string, cert: string, key: string, authdSocket: string, name = 'facteur', env: NodeJS.ProcessEnv = {}): Promise<Server> {
   const inboundPort = await freePort();
   const submissionPort = await freePort();
   await fsp.mkdir(dir, { recursive: true });
@@ -147,7 +147,7 @@ listen = ""
   // Logs go to a file, as Postfix's go to its maillog_file.
   const logFd = fs.openSync(path.join(dir, 'facteur.log'), 'a');
   const [cmd, args] = withNofile(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'smtp/facteur-serve.ts'), config]);
-  const proc = spawn(cmd, args, { stdio: ['ignore', logFd, logFd] });
+  const proc = spawn(cmd, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, ...env } });
   fs.closeSync(logFd);
   await Promise.race([
     waitForSocket(submissionPort, 30_000),
@@ -156,7 +156,7 @@ listen = ""
     }),
   ]);
   return {
-    name: 'facteur',
+    name,
     inboundPort,
     submissionPort,
     rootPid: async () => proc.pid!,
@@ -202,9 +202,23 @@ interface Row {
   authdCpu: number;
   genCpu: number;
   machineCpu: number;
+  /** Server CPU (all its processes or threads) per accepted message, ms: robust to other load on the machine. */
+  cpuPerMsg: number;
+  /** facteur only: its main thread (the event loop) — % of one core, and ms per message. */
+  loopCpu?: number;
+  loopPerMsg?: number;
 }
 
 const pct = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN);
+
+/** CPU of one thread: the main thread (tid = pid) is facteur's event loop; libuv's pool threads are apart. */
+function threadCpuMs(pid: number): number {
+  try {
+    return Number(fs.readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+  } catch {
+    return 0;
+  }
+}
 
 /** CPU our own reaped children used (smtp-source), from /proc/self/stat cutime + cstime. */
 function reapedChildrenMs(): number {
@@ -233,11 +247,17 @@ async function waitForQuiet(): Promise<void> {
 }
 
 /** CPU of the server, authd and generator over a measured phase, in % of one core. */
-async function measured<T>(server: Server, authd: RunningDaemon, gen: number | undefined, fn: () => Promise<T>): Promise<{ value: T; ms: number; cpu: { server: number; authd: number; gen: number; machine: number } }> {
+async function measured<T>(
+  server: Server,
+  authd: RunningDaemon,
+  gen: number | undefined,
+  fn: () => Promise<T>,
+): Promise<{ value: T; ms: number; serverCpuMs: number; loopCpuMs: number; cpu: { server: number; loop: number; authd: number; gen: number; machine: number } }> {
   const root = await server.rootPid();
   await waitForQuiet();
   const r0 = reapedChildrenMs();
   const s0 = treeCpuMs(root);
+  const l0 = threadCpuMs(root);
   const a0 = treeCpuMs(authd.pid);
   const g0 = gen ? treeCpuMs(gen) : 0;
   const m0 = machineBusyMs();
@@ -245,15 +265,29 @@ async function measured<T>(server: Server, authd: RunningDaemon, gen: number | u
   const value = await fn();
   const ms = performance.now() - t0;
   const share = (d: number) => Math.round((d / ms) * 100);
+  const serverCpuMs = treeCpuMs(root) - s0;
+  const loopCpuMs = threadCpuMs(root) - l0;
   return {
     value,
     ms,
+    serverCpuMs,
+    loopCpuMs,
     cpu: {
-      server: share(treeCpuMs(root) - s0),
+      server: share(serverCpuMs),
+      loop: share(loopCpuMs),
       authd: share(treeCpuMs(authd.pid) - a0),
       gen: share(gen ? treeCpuMs(gen) - g0 : reapedChildrenMs() - r0),
       machine: share(machineBusyMs() - m0),
     },
+  };
+}
+
+function perMessage(server: Server, m: { serverCpuMs: number; loopCpuMs: number; cpu: { loop: number } }, ok: number): Pick<Row, 'cpuPerMsg' | 'loopCpu' | 'loopPerMsg'> {
+  const isFacteur = server.name.startsWith('facteur');
+  return {
+    cpuPerMsg: ok ? m.serverCpuMs / ok : NaN,
+    loopCpu: isFacteur ? m.cpu.loop : undefined,
+    loopPerMsg: isFacteur && ok ? m.loopCpuMs / ok : undefined,
   };
 }
 
@@ -287,8 +321,9 @@ async function sessionCell(gen: Generator, server: Server, authd: RunningDaemon,
     authdCpu: m.cpu.authd,
     genCpu: m.cpu.gen,
     machineCpu: m.cpu.machine,
+    ...perMessage(server, m, r.ok),
   };
-  log(`  ${scenario} ${server.name} c=${concurrency}: ${row.mps.toFixed(0)} msg/s p50 ${row.p50?.toFixed(1)} ms p99 ${row.p99?.toFixed(1)} ms, ${errors} errors ${row.errorKinds}; CPU server ${row.serverCpu}% authd ${row.authdCpu}% gen ${row.genCpu}% machine ${row.machineCpu}%`);
+  log(`  ${scenario} ${server.name} c=${concurrency}: ${row.mps.toFixed(0)} msg/s p50 ${row.p50?.toFixed(1)} ms p99 ${row.p99?.toFixed(1)} ms, ${errors} errors ${row.errorKinds}; CPU server ${row.serverCpu}% (${f2(row.cpuPerMsg)} ms/msg${row.loopCpu !== undefined ? `, event loop ${row.loopCpu}%` : ''}) authd ${row.authdCpu}% gen ${row.genCpu}% machine ${row.machineCpu}%`);
   return row;
 }
 
@@ -317,6 +352,7 @@ async function smtpSourceCell(server: Server, authd: RunningDaemon, sessions: nu
     authdCpu: m.cpu.authd,
     genCpu: m.cpu.gen,
     machineCpu: m.cpu.machine,
+    ...perMessage(server, m, failed ? 0 : messages),
   };
   log(`  smtp-source ${server.name} s=${sessions} m=${messages}: ${row.mps.toFixed(0)} msg/s ${failed ? `FAILED: ${failed}` : ''}; CPU server ${row.serverCpu}% machine ${row.machineCpu}%`);
   return row;
@@ -377,13 +413,14 @@ function versions(): { postfix: string; openssl: string } {
 
 /** CPU used on the machine by anything but the server, authd and generator (other jobs, the kernel's softirq work), % of one core. */
 const others = (r: Row) => Math.max(0, r.machineCpu - r.serverCpu - r.authdCpu - r.genCpu);
+const f2 = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(2));
 const f0 = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(0));
 const f1 = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(1));
 
 function render(rows: Row[], idle: IdleRow[], info: ReturnType<typeof machineInfo>, v: ReturnType<typeof versions>, started: Date, seconds: number): string {
-  const head = ['scenario', 'server', 'clients', 'msg/s', 'ok', 'errors', 'p50 ms', 'p99 ms', 'setup p50 ms', 'server CPU %', 'authd CPU %', 'generator CPU %', 'other CPU %'];
-  const body = rows.map((r) => [r.scenario, r.server, String(r.concurrency), f0(r.mps), String(r.ok), String(r.errors), f1(r.p50), f1(r.p99), f1(r.setupP50), String(r.serverCpu), String(r.authdCpu), String(r.genCpu), String(others(r))]);
-  const idleHead = ['server', 'idle connections', 'still open', 'processes', 'RSS before MiB', 'RSS after MiB', 'RSS per conn KiB', 'PSS before MiB', 'PSS after MiB', 'PSS per conn KiB', 'open time s'];
+  const head = ['scenario', 'server', 'clients', 'msg/s', 'ok', 'errors', 'p50 ms', 'p99 ms', 'setup p50 ms', 'server CPU %', 'server CPU ms/msg', 'event loop CPU %', 'event loop ms/msg', 'authd CPU %', 'generator CPU %', 'other CPU %'];
+  const body = rows.map((r) => [r.scenario, r.server, String(r.concurrency), f0(r.mps), String(r.ok), String(r.errors), f1(r.p50), f1(r.p99), f1(r.setupP50), String(r.serverCpu), f2(r.cpuPerMsg), r.loopCpu === undefined ? '-' : String(r.loopCpu), f2(r.loopPerMsg), String(r.authdCpu), String(r.genCpu), String(others(r))]);
+  const idleHead = ['server', 'idle connections', 'still open', 'processes', 'RSS before MiB', 'RSS after MiB', 'RSS per conn KiB', 'PSS before MiB', 'PSS after MiB', 'PSS per conn KiB', 'open time s', 'server CPU per conn opened ms'];
   const idleBody = idle.map((i) => [
     i.server,
     String(i.open),
@@ -396,7 +433,17 @@ function render(rows: Row[], idle: IdleRow[], info: ReturnType<typeof machineInf
     f1(i.after.pssKiB / 1024),
     f1((i.after.pssKiB - i.before.pssKiB) / Math.max(1, i.open)),
     f1(i.openSeconds),
+    f1(i.openCpuMs / Math.max(1, i.open)),
   ]);
+  const busy = rows.length ? Math.round(rows.reduce((a, r) => a + others(r), 0) / rows.length) : 0;
+  const ceilings = [...new Set(rows.map((r) => r.scenario))].flatMap((sc) => {
+    const r = rows.find((x) => x.scenario === sc && x.server === 'facteur' && x.concurrency === 32);
+    const pf = rows.find((x) => x.scenario === sc && x.server === 'Postfix' && x.concurrency === 32);
+    if (!r?.loopPerMsg || !pf) return [];
+    return [
+      `- ${sc}, 32 clients: facteur's event loop spent ${f2(r.loopPerMsg)} ms per message (whole process ${f2(r.cpuPerMsg)} ms), so one loop tops out near ${f0(1000 / r.loopPerMsg)} msg/s on one core; Postfix spent ${f2(pf.cpuPerMsg)} ms of CPU per message over all its processes, i.e. ~${f0((1000 * os.availableParallelism()) / pf.cpuPerMsg)} msg/s if it had all ${os.availableParallelism()} cores.`,
+    ];
+  });
   const errs = rows.filter((r) => r.errors).map((r) => `- ${r.scenario}, ${r.server}, ${r.concurrency} clients: ${r.errorKinds}`);
   return [
     `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC${QUICK ? ' with `--quick`' : ''}, ${Math.round(seconds)} s in all: \`npm run bench:smtp${QUICK ? ' -- --quick' : ''}\`.`,
@@ -407,6 +454,9 @@ function render(rows: Row[], idle: IdleRow[], info: ReturnType<typeof machineInf
     '',
     markdownTable(head, body),
     '',
+    `Other load on the machine during the cells (CPU used by neither server, authd nor the generator): ${busy}% of one core on average${busy > 30 ? ' — the machine was shared with other jobs, so msg/s and latencies are noisy; the CPU-per-message columns are the steadier comparison' : ''}.`,
+    '',
+    ...(ceilings.length ? ['CPU ceilings (from the CPU-per-message columns):', '', ...ceilings, ''] : []),
     errs.length ? `Errors:\n\n${errs.join('\n')}\n` : 'No errors: every message got its 250.',
     '',
     '### Memory per idle connection',
@@ -458,6 +508,14 @@ async function main(): Promise<void> {
     const gen = await Generator.start();
     cleanup.unshift(() => gen.stop());
     const servers = [facteur, postfix];
+    // --threadpool N: a second facteur with UV_THREADPOOL_SIZE=N (libuv runs every fs call, fdatasync included, on
+    // its thread pool: 4 threads by default, so at most 4 messages are being made durable at once).
+    const pool = opt('--threadpool');
+    if (pool) {
+      const variant = await startFacteurServe(path.join(dir, 'facteur-pool'), cert, key, authd.socket, `facteur, UV_THREADPOOL_SIZE=${pool}`, { UV_THREADPOOL_SIZE: pool });
+      cleanup.unshift(() => variant.stop());
+      servers.push(variant);
+    }
 
     const rows: Row[] = [];
     for (const [scenario, submission] of ONLY === 'idle' ? [] : [
@@ -488,8 +546,8 @@ async function main(): Promise<void> {
     const text = render(rows, idle, info, versions(), started, seconds);
     process.stdout.write(
       `\n${textTable(
-        ['scenario', 'server', 'c', 'msg/s', 'errors', 'p50', 'p99', 'srv CPU%', 'authd%', 'gen%', 'other%'],
-        rows.map((r) => [r.scenario, r.server, String(r.concurrency), f0(r.mps), String(r.errors), f1(r.p50), f1(r.p99), String(r.serverCpu), String(r.authdCpu), String(r.genCpu), String(others(r))]),
+        ['scenario', 'server', 'c', 'msg/s', 'errors', 'p50', 'p99', 'srv CPU%', 'ms/msg', 'loop%', 'authd%', 'gen%', 'other%'],
+        rows.map((r) => [r.scenario, r.server, String(r.concurrency), f0(r.mps), String(r.errors), f1(r.p50), f1(r.p99), String(r.serverCpu), f2(r.cpuPerMsg), r.loopCpu === undefined ? '-' : String(r.loopCpu), String(r.authdCpu), String(r.genCpu), String(others(r))]),
       )}\n`,
     );
     if (WRITE_DOC) {

@@ -8,8 +8,8 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { spawn } from 'node:child_process';
-import { waitForSocket } from '../test/helpers/net.js';
+import { fork, spawn } from 'node:child_process';
+import { freePort, waitForSocket } from '../test/helpers/net.js';
 import { Generator } from './lib/generator.js';
 import { mergeResults, oneRequest, type LoadResult, type LoadUser } from './lib/loadgen.js';
 import { encodeFields } from '../src/auth/protocol/frame.js';
@@ -44,7 +44,7 @@ interface Flags {
   write: boolean;
 }
 
-const ALL_SCENARIOS = ['calibration', 'ldap', 'ldap-cache', 'rimap', 'rimap-cache', 'file', 'file-cache'];
+const ALL_SCENARIOS = ['calibration', 'ldap', 'ldap-cache', 'ldap-remote', 'rimap', 'rimap-cache', 'file', 'file-cache'];
 // rimap-cache measures the same thing as ldap-cache (cache hits never reach the backend): on request only.
 const DEFAULT_SCENARIOS = ALL_SCENARIOS.filter((s) => s !== 'rimap-cache');
 
@@ -188,6 +188,30 @@ async function restartSlapdQuietly(port: number): Promise<{ pid: number; stop():
   };
 }
 
+/** One-way delay of the ldap-remote scenario. */
+const REMOTE_ONE_WAY_MS = 1;
+
+async function startDelayProxy(targetPort: number, oneWayMs: number): Promise<{ port: number; stop(): Promise<void> }> {
+  const port = await freePort();
+  const proc = fork(path.join(import.meta.dirname, 'lib/delay-proxy.ts'), [String(port), '127.0.0.1', String(targetPort), String(oneWayMs)], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    proc.once('message', () => resolve());
+    proc.once('exit', (code) => reject(new Error(`delay proxy exited with ${code}`)));
+  });
+  return {
+    port,
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
 function cyrusVariants(f: Flags, base: string[]): DaemonSpec[] {
   return f.cyrusN.map((n) => ({ label: `Cyrus -n ${n}`, kind: 'cyrus' as const, args: [...base, '-n', String(n)] }));
 }
@@ -196,12 +220,13 @@ function cyrusVariants(f: Flags, base: string[]): DaemonSpec[] {
 class Environments {
   private slapd?: SlapdHandle | Skipped;
   private slapdPid?: number;
+  private proxy?: { port: number; stop(): Promise<void> };
   private dovecot?: { port: number; stop(): Promise<void> } | Skipped;
   private usersFile?: string | Skipped;
   private readonly cleanups: (() => Promise<void>)[] = [];
   constructor(private readonly dir: string, private readonly f: Flags) {}
 
-  private async ldapConf(): Promise<{ conf: string; noDnCacheConf: string; pid?: number } | Skipped> {
+  private async ldapConf(): Promise<{ conf: string; noDnCacheConf: string; remoteConf: string; pid?: number } | Skipped> {
     if (!this.slapd) {
       const helper = await optionalImport<{ startSlapd: () => Promise<SlapdHandle> }>('test/helpers/slapd.ts');
       if ('skipped' in helper) this.slapd = helper;
@@ -228,7 +253,15 @@ class Environments {
     // facteur remembers login → DN for ldap_dn_cache_ttl (60 s by default), then only binds; this variant searches every time, like Cyrus.
     const noDnCacheConf = path.join(this.dir, 'saslauthd-no-dn-cache.conf');
     await fsp.writeFile(noDnCacheConf, `${[...lines, 'ldap_dn_cache_ttl: 0'].join('\n')}\n`, { mode: 0o600 });
-    return { conf, noDnCacheConf, pid: this.slapdPid };
+    // The same directory behind a proxy that delays each direction: a directory on another host.
+    if (!this.proxy) {
+      this.proxy = await startDelayProxy(s.port, REMOTE_ONE_WAY_MS);
+      const p = this.proxy;
+      this.cleanups.push(() => p.stop());
+    }
+    const remoteConf = path.join(this.dir, 'saslauthd-remote.conf');
+    await fsp.writeFile(remoteConf, `${[`ldap_servers: ldap://127.0.0.1:${this.proxy.port}`, ...lines.slice(1)].join('\n')}\n`, { mode: 0o600 });
+    return { conf, noDnCacheConf, remoteConf, pid: this.slapdPid };
   }
 
   private async rimapServer(): Promise<{ port: number; pid?: number } | Skipped> {
@@ -289,6 +322,24 @@ class Environments {
           backendPid: l.pid,
           backendName: 'slapd',
           target: cache ? 1 : 1.5,
+        };
+      }
+      case 'ldap-remote': {
+        const l = await this.ldapConf();
+        if ('skipped' in l) return l;
+        return {
+          title: `LDAP on another host (${2 * REMOTE_ONE_WAY_MS} ms round trip), cache off`,
+          note:
+            `the same slapd behind a proxy (\`bench/lib/delay-proxy.ts\`) that delays each direction by ${REMOTE_ONE_WAY_MS} ms, as a directory on another machine would; ` +
+            'every LDAP operation now costs a round trip, so the number of operations per login matters more than their CPU',
+          daemons: [
+            facteur(['-a', 'ldap', '-O', l.remoteConf]),
+            ...cyrusVariants(this.f, ['-a', 'ldap', '-O', l.remoteConf]),
+          ],
+          users: bulkUsers(),
+          backendPid: l.pid,
+          backendName: 'slapd',
+          target: 1.5,
         };
       }
       case 'rimap':
@@ -445,6 +496,15 @@ function markdown(m: MachineInfo, f: Flags, outcomes: ScenarioOutcome[], started
         'phase, divided by successful authentications. "Others" is CPU used meanwhile by processes outside the benchmark, as a share of one core: noise.',
     ].join('\n'),
   );
+  const cells = outcomes.flatMap((o) => o.cells);
+  const busy = cells.reduce((a, c) => a + (c.otherCpuMs ?? 0), 0) / Math.max(1, cells.reduce((a, c) => a + c.result.elapsedMs, 0));
+  if (busy > 0.2) {
+    parts.push(
+      `**The machine was busy:** other processes used on average ${Math.round(busy * 100)}% of a core (of ${m.cores}) while these cells ran. ` +
+        'Absolute numbers are lower and noisier than on an idle host; compare the rows of one table (they were measured in alternation), not separate runs, ' +
+        'and prefer the CPU-per-authentication columns, which depend much less on the load.',
+    );
+  }
   for (const o of outcomes) {
     if (o.skipped) {
       parts.push(`### ${o.name}\n\nNot run: ${o.skipped}.`);

@@ -437,7 +437,18 @@ function connectOnce(target: { path: string } | { host: string; port: number }):
 
 async function checkDelivery(cfg: ConfigValues): Promise<Finding[]> {
   const d = cfg.delivery;
-  if (!d || d.local_transport !== 'lmtp') return [];
+  if (!d) return [];
+  if (d.local_transport === 'maildir') {
+    // The fixed part of the template (before the first {domain}/{local}) must be creatable by facteur.
+    const template = (d.maildir_path as string) || '{data}/mail/{domain}/{local}/';
+    const fixed = template.replaceAll('{data}', path.resolve(cfg.server.data_dir as string)).split(/\{(?:domain|local)\}/)[0];
+    const root = path.resolve(fixed.endsWith('/') ? fixed : path.dirname(fixed));
+    const dataDir = path.resolve(cfg.server.data_dir as string);
+    if (root === dataDir || root.startsWith(dataDir + path.sep)) return []; // covered by the data_dir check
+    const problem = await writable(root);
+    return problem ? [error(`[delivery] maildir_path "${template}": mailboxes cannot be created under ${root} (${problem}): give that directory to facteur's user, or change maildir_path`)] : [];
+  }
+  if (d.local_transport !== 'lmtp') return [];
   const t = (d.lmtp_target as string).trim();
   if (!t) return [error('[delivery] local_transport = "lmtp" but lmtp_target is empty: set it to "unix:/path/to/socket" or "host:port" of the LMTP server (Dovecot)')];
   if (t.startsWith('unix:')) {

@@ -284,6 +284,15 @@ test('data directory under a regular file', async () => {
   await oneError(await config({}, { server: { data_dir: JSON.stringify(path.join(file, 'data')) } }), /\[server\] data_dir .*plain-file\/data is not writable \(.*plain-file is not a directory\): create it and give it to facteur's user/);
 });
 
+test('Maildir root on a read-only file system', async () => {
+  const ro = path.join(dir, 'ro-mail');
+  await fs.mkdir(ro);
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', ro]);
+  assert.equal(r.status, 0, `mount: ${r.stderr}`);
+  mounts.push(ro);
+  await oneError(await config({ delivery: `maildir_path = "${ro}/{domain}/{local}/"` }), /\[delivery\] maildir_path ".*ro-mail\/\{domain\}\/\{local\}\/": mailboxes cannot be created under .*ro-mail \(EROFS in .*ro-mail\): give that directory to facteur's user, or change maildir_path/);
+});
+
 test('LMTP target where nothing listens', async () => {
   const port = await freePort();
   await oneError(await config({ delivery: `local_transport = "lmtp"\nlmtp_target = "127.0.0.1:${port}"` }), new RegExp(`\\[delivery\\] lmtp_target 127\\.0\\.0\\.1:${port}: nothing answers there \\(ECONNREFUSED\\): start the LMTP server`));

@@ -34,6 +34,8 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     } else throw new UsageError(`check: unknown argument ${a}\n${USAGE}`);
   }
+  // Like serve: with no argument at all, FACTEUR_CONFIG names the configuration to check.
+  if (argv.length === 0 && process.env.FACTEUR_CONFIG) configFile = process.env.FACTEUR_CONFIG;
   const findings: Finding[] = [];
   if (configFile) findings.push(...(await checkServeConfig(configFile)));
   let socket: string | undefined;

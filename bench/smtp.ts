@@ -483,6 +483,17 @@ async function main(): Promise<void> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'facteur-bench-smtp-'));
   await fsp.chmod(dir, 0o755); // Postfix's smtpd (user postfix) must reach the authd socket below it.
   const cleanup: Array<() => Promise<void>> = [];
+  // Ctrl-C or a kill: stop Postfix, facteur, authd and the generator rather than leave them running.
+  const interrupted = (sig: NodeJS.Signals) => {
+    log(`${sig}: stopping the servers…`);
+    void (async () => {
+      for (const c of cleanup.splice(0)) await c().catch(() => undefined);
+      await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      process.exit(130);
+    })();
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   try {
     // One certificate for both (EC P-256, as facteur generates), one users file, one authd with its cache on.
     const cert = path.join(dir, 'cert.pem');
@@ -555,7 +566,7 @@ async function main(): Promise<void> {
       log(`wrote ${path.relative(process.cwd(), DOC)}`);
     } else process.stdout.write(`\n${text}\n`);
   } finally {
-    for (const c of cleanup) await c().catch((e: Error) => log(`cleanup: ${e.message}`));
+    for (const c of cleanup.splice(0)) await c().catch((e: Error) => log(`cleanup: ${e.message}`));
     await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
 }

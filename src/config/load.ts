@@ -124,7 +124,7 @@ export async function loadConfig(o: LoadOptions = {}): Promise<ConfigValues> {
     if (!s) throw new ConfigError(`${file}: unknown section [${name}]${didYouMean(name, [...byName.keys()])}; sections are: ${[...byName.keys()].join(', ')}`);
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ConfigError(`${file}: '${name}' must be a table: write [${name}] then key = value lines`);
     for (const [key, raw] of Object.entries(body)) {
-      const p = s.params[key];
+      const p = Object.hasOwn(s.params, key) ? s.params[key] : undefined; // never an inherited name (constructor, __proto__)
       if (!p) throw new ConfigError(`${file}: unknown key '${key}' in [${name}]${didYouMean(key, Object.keys(s.params))}; run 'facteur config --defaults' for the list`);
       out[name][key] = coerce(`${file}: [${name}] ${key}`, p, raw, false);
     }

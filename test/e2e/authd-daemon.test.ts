@@ -62,12 +62,14 @@ test('foreground daemon: run dir 0710, pid file 0600, answers testsaslauthd, sin
     assert.match(second.stderr, /Another instance of saslauthd is currently running/);
     assert.equal((await testsaslauthd(d.socket, ['-u', 'alice@picasoft.net', '-p', 'correct horse'])).code, 0, 'the first one still serves');
     d.proc.kill('SIGHUP');
-    await new Promise((r) => setTimeout(r, 500));
-    assert.equal((await testsaslauthd(d.socket, ['-u', 'alice@picasoft.net', '-p', 'correct horse'])).code, 0, 'still serving after SIGHUP');
+    for (let i = 0; i < 100 && !/configuration reloaded/.test(d.stderr()); i++) await new Promise((r) => setTimeout(r, 100));
     assert.match(d.stderr(), /configuration reloaded/);
-  } finally {
-    assert.equal(await d.stop(), 0);
+    assert.equal((await testsaslauthd(d.socket, ['-u', 'alice@picasoft.net', '-p', 'correct horse'])).code, 0, 'still serving after SIGHUP');
+  } catch (err) {
+    await d.stop();
+    throw err;
   }
+  assert.equal(await d.stop(), 0, `clean exit on SIGTERM; stderr: ${d.stderr()}`);
   assert.deepEqual(await fs.readdir(run), [], 'socket and pid file removed on SIGTERM');
 });
 

@@ -144,6 +144,8 @@ export async function startAuthd(o: AuthdOptions, log: Logger): Promise<RunningA
   }
 
   await fsp.rm(socketPath, { force: true });
+  // As upstream: the pid file is written before the socket is bound, so whoever sees the socket also finds the pid.
+  await fsp.writeFile(pidPath, `${process.pid}\n`, { mode: 0o600 });
   const server = net.createServer();
   serveConnections(server, service, { readTimeoutMs: o.readTimeoutSeconds * 1000, log });
   await new Promise<void>((resolve, reject) => {
@@ -153,7 +155,6 @@ export async function startAuthd(o: AuthdOptions, log: Logger): Promise<RunningA
   });
   // The directory (0710, MTA group) is the gate, as upstream; the socket itself must be connectable by that group.
   await fsp.chmod(socketPath, 0o777);
-  await fsp.writeFile(pidPath, `${process.pid}\n`, { mode: 0o600 });
   log.info({ socket: socketPath, mech: o.mech, cache: o.cache, ttl: o.cache ? o.cacheTtlSeconds : undefined }, 'facteur authd ready');
 
   let stopped = false;
@@ -190,6 +191,17 @@ const DETACHED_ENV = 'FACTEUR_AUTHD_DETACHED';
 export async function runDaemon(o: AuthdOptions): Promise<number> {
   if (!o.foreground && process.env[DETACHED_ENV] !== '1') return detach();
   const log = createLogger({ name: 'authd', level: o.verbose ? 'debug' : 'info', file: o.logFile });
+  // Signals are taken from the start: a SIGTERM during startup stops the daemon once it is up, never kills it half-made.
+  let stopSignal: string | undefined;
+  const hooks: { onStop?: (sig: string) => void; reload?: () => void } = {};
+  const stopHandler = (sig: string) => {
+    stopSignal ??= sig;
+    hooks.onStop?.(sig);
+  };
+  process.once('SIGTERM', () => stopHandler('SIGTERM'));
+  process.once('SIGINT', () => stopHandler('SIGINT'));
+  process.on('SIGPIPE', () => undefined);
+  process.on('SIGHUP', () => hooks.reload?.());
   let running: RunningAuthd;
   try {
     running = await startAuthd(o, log);
@@ -201,15 +213,13 @@ export async function runDaemon(o: AuthdOptions): Promise<number> {
   }
   process.send?.('ready');
   process.disconnect?.();
+  hooks.reload = () => void reloadBackend(running, o, log);
   await new Promise<void>((resolve) => {
-    const shutdown = (sig: string) => {
+    hooks.onStop = (sig: string) => {
       log.info({ signal: sig }, 'shutting down');
       void running.stop().then(resolve, resolve);
     };
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
-    process.once('SIGINT', () => shutdown('SIGINT'));
-    process.on('SIGHUP', () => void reloadBackend(running, o, log));
-    process.on('SIGPIPE', () => undefined);
+    if (stopSignal) hooks.onStop(stopSignal);
   });
   log.flush();
   return 0;

@@ -247,7 +247,7 @@ export function parseLdapConfig(text: string, file = 'saslauthd.conf'): LdapConf
     }
     const value = body.slice(m[0].length).replace(/^\s+/, '');
     if (value === '') throw new ConfigError(`${where}: ${key}: empty value; remove the line to keep the default`);
-    const setter = SETTERS[key];
+    const setter = Object.hasOwn(SETTERS, key) ? SETTERS[key] : undefined; // never an inherited name (constructor, __proto__)
     if (!setter) throw new ConfigError(`${where}: unknown key "${key}"; see saslauthd's LDAP_SASLAUTHD for the valid keys`);
     setter(c, value, where);
   }

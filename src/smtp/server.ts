@@ -233,7 +233,7 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
             o.metrics?.messages.inc({ listener: l.kind, result: 'rejected' });
             if (err instanceof SmtpReply) return cb(err);
             log.error({ err }, 'queue commit failed');
-            cb(/ENOSPC|space/i.test(String((err as Error)?.message)) ? SmtpReply.temp('4.3.1', 'Insufficient system storage', 452) : Replies.queueError());
+            cb((err as { code?: string })?.code === 'ESPOOLFULL' ? SmtpReply.temp('4.3.1', 'Insufficient system storage', 452) : Replies.queueError());
           },
         );
       },

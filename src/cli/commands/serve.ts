@@ -164,6 +164,7 @@ async function loadSenderMap(file: string): Promise<SenderMap> {
 async function openQueue(cfg: ConfigValues, log: Logger): Promise<Spool> {
   return Spool.open(queueDirFromConfig(cfg as Record<string, Record<string, unknown>>), {
     verify: cfg.queue?.verify_on_start !== false,
+    lock: true, // a second server on the same queue would deliver every message twice
     onDiscard: (file, reason) => log.warn({ file, reason }, 'queue: discarded a partial or damaged file at start'),
   });
 }
@@ -261,6 +262,7 @@ export async function serve(o: ServeOptions): Promise<Served> {
       await running.close();
       await rl?.close();
       await delivery?.stop();
+      await spool?.close();
       await v.verifier.close?.();
     },
   };

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type tls from 'node:tls';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { freePort, tempDir, waitForSocket } from '../helpers/net.js';
-import { RawSmtp, eventually } from '../helpers/serve.js';
+import { RawSmtp, eventually, listenersToml } from '../helpers/serve.js';
 import { FACTEUR, facteur } from '../helpers/authd.js';
 
 let dir: string;
@@ -42,13 +42,7 @@ data_dir = ${JSON.stringify(data)}
 local_domains = ["example.org"]
 tls_cert = ${JSON.stringify(c)}
 tls_key = ${JSON.stringify(k)}
-[inbound]
-listen = ["127.0.0.1:${ports.inbound}"]
-[submission]
-listen = ["127.0.0.1:${ports.submission}"]
-[submissions]
-listen = ["127.0.0.1:${ports.submissions}"]
-[delivery]
+${listenersToml(ports)}[delivery]
 local_transport = "lmtp"
 lmtp_target = "127.0.0.1:${dead}"
 [metrics]

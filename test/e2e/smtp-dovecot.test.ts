@@ -7,7 +7,7 @@ import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { freePort, tempDir } from '../helpers/net.js';
 import { startDovecot, HOSTILE_USERS, type Dovecot } from '../helpers/dovecot.js';
-import { spawnServe, runProgram, eventually, RawSmtp, b64, type ServeProcess } from '../helpers/serve.js';
+import { spawnServe, runProgram, eventually, RawSmtp, b64, type ServeProcess, listenersToml } from '../helpers/serve.js';
 
 let dir: string;
 let dovecot: Dovecot;
@@ -32,13 +32,7 @@ option = ${JSON.stringify(`imap+starttls://127.0.0.1:${dovecot.imapPort}?ca=${do
 [delivery]
 local_transport = "lmtp"
 lmtp_target = "[127.0.0.1]:${dovecot.lmtpPort}"
-[inbound]
-listen = ["127.0.0.1:${ports.inbound}"]
-[submission]
-listen = ["127.0.0.1:${ports.submission}"]
-[submissions]
-listen = ["127.0.0.1:${ports.submissions}"]
-`,
+${listenersToml(ports)}`,
   );
   proc = await spawnServe(['--config', cfg], {}, ports.submissions);
 });

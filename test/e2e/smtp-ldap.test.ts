@@ -9,7 +9,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import nodemailer from 'nodemailer';
 import { freePort, tempDir, waitForSocket } from '../helpers/net.js';
 import { startCyrusSaslauthd, type Daemon } from '../helpers/authd.js';
-import { spawnServe, RawSmtp, b64, runProgram, type ServeProcess } from '../helpers/serve.js';
+import { spawnServe, RawSmtp, b64, runProgram, type ServeProcess, listenersToml } from '../helpers/serve.js';
 
 const BASE = 'dc=picasoft,dc=test';
 const ADMIN = `cn=admin,${BASE}`;
@@ -76,13 +76,7 @@ saslauthd_path = ${JSON.stringify(saslauthd.socket)}
 sender_map = ${JSON.stringify(path.join(dir, 'senders'))}
 [metrics]
 listen = ""
-[inbound]
-listen = ["127.0.0.1:${ports.inbound}"]
-[submission]
-listen = ["127.0.0.1:${ports.submission}"]
-[submissions]
-listen = ["127.0.0.1:${ports.submissions}"]
-`,
+${listenersToml(ports)}`,
   );
   proc = await spawnServe(['--config', path.join(dir, 'facteur.toml')], {}, ports.submissions);
 });

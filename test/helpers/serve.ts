@@ -103,18 +103,23 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-/** Run serve() with a config on free ports; `toml` is appended (sections other than the listeners). */
-export async function startTestSmtp(o: { toml?: string; queue?: QueueWriter; verifier?: PasswordVerifier; env?: NodeJS.ProcessEnv } = {}): Promise<TestServer> {
-  const dir = await tempDir('facteur-smtp-');
-  const ports = { inbound: await freePort(), submission: await freePort(), submissions: await freePort() };
-  const text = `${o.toml ?? ''}
-[inbound]
+/** The three listeners of a test server on the given loopback ports, as TOML. */
+export function listenersToml(ports: { inbound: number; submission: number; submissions: number }): string {
+  return `[inbound]
 listen = ["127.0.0.1:${ports.inbound}"]
 [submission]
 listen = ["127.0.0.1:${ports.submission}"]
 [submissions]
 listen = ["127.0.0.1:${ports.submissions}"]
 `;
+}
+
+/** Run serve() with a config on free ports; `toml` is appended (sections other than the listeners). */
+export async function startTestSmtp(o: { toml?: string; queue?: QueueWriter; verifier?: PasswordVerifier; env?: NodeJS.ProcessEnv } = {}): Promise<TestServer> {
+  const dir = await tempDir('facteur-smtp-');
+  const ports = { inbound: await freePort(), submission: await freePort(), submissions: await freePort() };
+  const text = `${o.toml ?? ''}
+${listenersToml(ports)}`;
   const metricsPort = await freePort();
   // Tests open many connections from 127.0.0.1: no connection rate limit unless a test sets one.
   const env = { FACTEUR_RATELIMIT_CONNECTIONS_PER_IP_PER_MINUTE: '0', FACTEUR_METRICS_LISTEN: `127.0.0.1:${metricsPort}`, ...o.env };

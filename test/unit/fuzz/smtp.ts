@@ -6,7 +6,7 @@ import fs from 'node:fs/promises';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { freePort, tempDir } from '../../helpers/net.js';
-import { MemoryQueue, MapVerifier } from '../../helpers/serve.js';
+import { MemoryQueue, MapVerifier, listenersToml } from '../../helpers/serve.js';
 import { loadConfig } from '../../../src/config/load.js';
 import { serve, type Served } from '../../../src/cli/commands/serve.js';
 import { PenaltyBox, DEFAULT_PENALTY } from '../../../src/policy/penalty.js';
@@ -29,13 +29,7 @@ data_dir = ${JSON.stringify(dir)}
 hostname = "mx.test"
 local_domains = ["example.org"]
 timeout = "5s"
-[inbound]
-listen = ["127.0.0.1:${ports.inbound}"]
-[submission]
-listen = ["127.0.0.1:${ports.submission}"]
-[submissions]
-listen = ["127.0.0.1:${ports.submissions}"]
-[metrics]
+${listenersToml(ports)}[metrics]
 listen = ""
 [ratelimit]
 connections_per_ip_per_minute = 0

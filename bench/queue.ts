@@ -1,0 +1,496 @@
+// Queue benchmark: facteur versus Debian's Postfix, same machine, same run. (1) enqueue throughput over plain SMTP with
+// the fsync guarantee and delivery held (smtp-source and the Node generator), plus facteur's raw Spool.commit rate;
+// (2) end-to-end: M messages submitted, relayed to one local smtp-sink, timed until the sink has counted all M.
+// Trusts the binaries it starts; every 4xx/5xx, timeout or missing message is an error. Usage: npm run bench:queue [-- --quick] [--no-doc]
+import { spawn, spawnSync, execFile, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { freePort, waitForSocket } from '../test/helpers/net.js';
+import { treeCpuMs, machineBusyMs } from './lib/procstat.js';
+import { machineInfo, textTable, markdownTable, writeSection } from './lib/report.js';
+import { buildMessage, type SessionResult, type SessionSpec } from './smtp/client.js';
+import { startQueuePostfix, type QueuePostfix } from './queue/postfix.js';
+import { Spool } from '../src/queue/spool.js';
+
+const argv = process.argv.slice(2);
+const LOCK = '/tmp/bench.lock';
+
+// Serialize with the other benchmarks: re-run this script under `flock /tmp/bench.lock` unless already inside it.
+if (!process.env.FACTEUR_BENCH_LOCKED) {
+  process.stderr.write(`waiting for ${LOCK}…\n`);
+  const r = spawnSync('flock', [LOCK, process.execPath, '--import', 'tsx', import.meta.filename, ...argv], {
+    stdio: 'inherit',
+    env: { ...process.env, FACTEUR_BENCH_LOCKED: '1' },
+  });
+  process.exit(r.status ?? 1);
+}
+
+const run = promisify(execFile);
+const QUICK = argv.includes('--quick');
+const WRITE_DOC = !argv.includes('--no-doc');
+const BODY = 10_240;
+const DOMAIN = 'bench.test';
+const FROM = 'sender@example.net';
+const TO = `postmaster@${DOMAIN}`;
+const CELL_MS = QUICK ? 3000 : 5000;
+const SPOOL_N = QUICK ? 300 : 1000;
+const SOURCE_N = QUICK ? 600 : 2000;
+const E2E_N = QUICK ? 1000 : 4000;
+const E2E_SESSIONS = 16;
+const CONCURRENCY = [8, 32];
+const DEST_CONCURRENCY = 20;
+const DELIVERY_CONCURRENCY = 100;
+const DOC = path.resolve(import.meta.dirname, '../docs/benchmarks-queue.md');
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+function exited(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
+  return new Promise((r) => p.once('exit', () => r()));
+}
+
+function reapedChildrenMs(): number {
+  const rest = fs.readFileSync('/proc/self/stat', 'utf8');
+  const f = rest.slice(rest.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[13]) + Number(f[14])) * 1000) / 100;
+}
+
+async function countFiles(dir: string): Promise<number> {
+  let n = 0;
+  for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    if (e.isDirectory()) n += await countFiles(path.join(dir, e.name));
+    else n++;
+  }
+  return n;
+}
+
+/** The Node load generator (bench/smtp/loadgen-child.ts) in its own process. */
+class Generator {
+  private seq = 0;
+  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m: { id?: number; result?: unknown; error?: string }) => {
+      if (m.id === undefined) return;
+      const p = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      if (m.error !== undefined) p?.reject(new Error(`load generator: ${m.error}`));
+      else p?.resolve(m.result);
+    });
+  }
+  static async start(): Promise<Generator> {
+    const proc = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'smtp/loadgen-child.ts')], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    await new Promise<void>((resolve, reject) => {
+      proc.once('message', () => resolve());
+      proc.once('exit', (code) => reject(new Error(`load generator exited ${code}`)));
+    });
+    return new Generator(proc);
+  }
+  sessions(spec: SessionSpec): Promise<SessionResult> {
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.proc.send({ kind: 'sessions', spec, id });
+    });
+  }
+  async stop(): Promise<void> {
+    this.proc.disconnect();
+    await exited(this.proc);
+  }
+}
+
+/** smtp-sink counting messages (-c prints "sess=… quit=… mesg=N\r" on stdout), in its own process. */
+async function startCountingSink(): Promise<{ port: number; pid: number; count(): number; stop(): Promise<void> }> {
+  const port = await freePort();
+  const child = spawn('/usr/sbin/smtp-sink', ['-c', '-u', 'nobody', '-h', 'sink.test', `127.0.0.1:${port}`, '256'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let last = 0;
+  let tail = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    tail = (tail + d.toString('latin1')).slice(-200);
+    const all = [...tail.matchAll(/mesg=(\d+)/g)];
+    if (all.length) last = Number(all[all.length - 1]![1]);
+  });
+  child.stderr!.on('data', (d: Buffer) => log(`smtp-sink: ${d.toString().trim()}`));
+  await waitForSocket(port, 5000);
+  return {
+    port,
+    pid: child.pid!,
+    count: () => last,
+    async stop() {
+      child.kill('SIGTERM');
+      await exited(child);
+    },
+  };
+}
+
+interface Server {
+  name: string;
+  port: number;
+  rootPid(): number | Promise<number>;
+  /** Messages sitting in the queue (facteur: active/; Postfix: hold/ or every queue). */
+  queued(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+function facteurToml(dir: string, port: number, sinkPort?: number): string {
+  return `[server]
+data_dir = ${JSON.stringify(path.join(dir, 'data'))}
+hostname = "mx.${DOMAIN}"
+local_domains = [${JSON.stringify(DOMAIN)}]
+log_level = "info"
+max_connections = 2000
+max_connections_per_ip = 2000
+
+[auth]
+backend = "file"
+option = ${JSON.stringify(path.join(dir, 'users'))}
+
+[inbound]
+listen = ["127.0.0.1:${port}"]
+
+[submission]
+enabled = false
+
+[submissions]
+enabled = false
+
+[ratelimit]
+messages_per_user_per_hour = 0
+recipients_per_user_per_hour = 0
+connections_per_ip_per_minute = 0
+
+[metrics]
+listen = ""
+
+[delivery]
+starttls = "off"
+dkim_sign = false
+concurrency = ${DELIVERY_CONCURRENCY}
+destination_concurrency = ${DEST_CONCURRENCY}
+${sinkPort === undefined ? '' : `transport_map = [${JSON.stringify(`${DOMAIN} = smtp:[127.0.0.1]:${sinkPort}`)}]`}
+`;
+}
+
+/** facteur: delivery off (bench/smtp/facteur-serve.ts) for the enqueue test, `facteur serve` with its scheduler for end-to-end. */
+async function startFacteur(dir: string, sinkPort?: number): Promise<Server> {
+  const port = await freePort();
+  await fsp.mkdir(dir, { recursive: true });
+  await fsp.writeFile(path.join(dir, 'users'), '');
+  const config = path.join(dir, 'facteur.toml');
+  await fsp.writeFile(config, facteurToml(dir, port, sinkPort));
+  const logFd = fs.openSync(path.join(dir, 'facteur.log'), 'a');
+  const args =
+    sinkPort === undefined
+      ? ['--import', 'tsx', path.join(import.meta.dirname, 'smtp/facteur-serve.ts'), config]
+      : [path.resolve(import.meta.dirname, '../bin/facteur'), 'serve', '--config', config];
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', logFd, logFd, ...(sinkPort === undefined ? ['ipc' as const] : [])] });
+  fs.closeSync(logFd);
+  await Promise.race([
+    waitForSocket(port, 30_000),
+    exited(proc).then(() => {
+      throw new Error(`facteur exited ${proc.exitCode}; see ${path.join(dir, 'facteur.log')}`);
+    }),
+  ]);
+  return {
+    name: 'facteur',
+    port,
+    rootPid: () => proc.pid!,
+    queued: () => countFiles(path.join(dir, 'data', 'queue', 'active')),
+    async stop() {
+      proc.kill('SIGTERM');
+      await Promise.race([exited(proc), new Promise((r) => setTimeout(r, 10_000))]);
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      await exited(proc);
+    },
+  };
+}
+
+async function startPostfix(dir: string, sinkPort?: number): Promise<Server & { pf: QueuePostfix }> {
+  const pf = await startQueuePostfix({ dir, port: await freePort(), domain: DOMAIN, sinkPort, destinationConcurrency: DEST_CONCURRENCY, processLimit: DELIVERY_CONCURRENCY });
+  return {
+    name: 'Postfix',
+    port: pf.port,
+    pf,
+    rootPid: () => pf.masterPid(),
+    queued: () => pf.count(sinkPort === undefined ? ['hold'] : ['incoming', 'active', 'deferred', 'hold']),
+    stop: () => pf.stop(),
+  };
+}
+
+let vainWaits = 0;
+async function waitForQuiet(): Promise<void> {
+  if (vainWaits >= 2) return;
+  const deadline = Date.now() + 8000;
+  while (Date.now() < deadline) {
+    const m0 = machineBusyMs();
+    await new Promise((r) => setTimeout(r, 500));
+    if (machineBusyMs() - m0 < 125) {
+      vainWaits = 0;
+      return;
+    }
+  }
+  vainWaits++;
+}
+
+interface Row {
+  test: string;
+  server: string;
+  clients: string;
+  n: number;
+  mps: number;
+  errors: number;
+  errorKinds: string;
+  serverCpu: number;
+  cpuPerMsg: number;
+  machineCpu: number;
+  check: string;
+  extra?: string;
+}
+
+async function measure<T>(pids: number[], fn: () => Promise<T>) {
+  await waitForQuiet();
+  const c0 = pids.map(treeCpuMs);
+  const m0 = machineBusyMs();
+  const t0 = performance.now();
+  const value = await fn();
+  const ms = performance.now() - t0;
+  const cpuMs = pids.map((p, i) => treeCpuMs(p) - c0[i]!);
+  return { value, ms, cpuMs, machine: Math.round(((machineBusyMs() - m0) / ms) * 100) };
+}
+
+async function smtpSource(port: number, sessions: number, messages: number): Promise<string> {
+  try {
+    await run('/usr/sbin/smtp-source', ['-s', String(sessions), '-m', String(messages), '-l', String(BODY), '-f', FROM, '-t', TO, `127.0.0.1:${port}`], { timeout: 180_000 });
+    return '';
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    return (e.stderr || e.message).trim().split('\n').slice(-1)[0] || 'failed';
+  }
+}
+
+// ---------- (1a) Spool.commit in-process ----------
+async function spoolCells(root: string): Promise<Row[]> {
+  const rows: Row[] = [];
+  const msg = buildMessage(FROM, TO, BODY);
+  const envelope = () => ({ mailFrom: FROM, rcptTo: [{ address: TO }], receivedAt: Date.now(), clientAddress: '127.0.0.1', heloName: 'bench' });
+  for (const c of [1, 8, 64]) {
+    const spool = await Spool.open(path.join(root, `spool-${c}`));
+    for (let i = 0; i < 20; i++) await spool.commit(envelope(), Readable.from([msg]));
+    await waitForQuiet();
+    const cpu0 = process.cpuUsage();
+    const m0 = machineBusyMs();
+    const t0 = performance.now();
+    let next = 0;
+    let errors = 0;
+    const kinds = new Set<string>();
+    await Promise.all(
+      Array.from({ length: c }, async () => {
+        while (next < SPOOL_N) {
+          next++;
+          await spool.commit(envelope(), Readable.from([msg])).catch((e: Error) => {
+            errors++;
+            kinds.add(e.message);
+          });
+        }
+      }),
+    );
+    const ms = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    const cpuMs = (cpu.user + cpu.system) / 1000;
+    const onDisk = (await countFiles(spool.dir + '/active')) - 20;
+    rows.push({
+      test: 'Spool.commit in-process (no SMTP)',
+      server: 'facteur',
+      clients: String(c),
+      n: SPOOL_N,
+      mps: (SPOOL_N - errors) / (ms / 1000),
+      errors,
+      errorKinds: [...kinds].join('; '),
+      serverCpu: Math.round((cpuMs / ms) * 100),
+      cpuPerMsg: cpuMs / SPOOL_N,
+      machineCpu: Math.round(((machineBusyMs() - m0) / ms) * 100),
+      check: `${onDisk} on disk`,
+    });
+    log(`  spool c=${c}: ${rows.at(-1)!.mps.toFixed(0)} commits/s, ${errors} errors, ${onDisk} on disk`);
+    await fsp.rm(path.join(root, `spool-${c}`), { recursive: true, force: true });
+  }
+  return rows;
+}
+
+// ---------- (1b) enqueue over SMTP, delivery held ----------
+async function enqueueCells(root: string, gen: Generator): Promise<Row[]> {
+  const rows: Row[] = [];
+  const fa = await startFacteur(path.join(root, 'enqueue-facteur'));
+  const pf = await startPostfix(path.join(root, 'enqueue-postfix'));
+  const servers: Server[] = [fa, pf];
+  try {
+    for (const s of servers) {
+      const w = await gen.sessions({ port: s.port, submission: false, from: FROM, to: TO, concurrency: 8, messagesPerConnection: 10, durationMs: 1500, bodyBytes: BODY, timeoutMs: 30_000 });
+      log(`  warm-up ${s.name}: ${w.ok} messages`);
+    }
+    for (const c of CONCURRENCY) {
+      for (const s of servers) {
+        const before = await s.queued();
+        const m = await measure([await s.rootPid()], () => gen.sessions({ port: s.port, submission: false, from: FROM, to: TO, concurrency: c, messagesPerConnection: 10, durationMs: CELL_MS, bodyBytes: BODY, timeoutMs: 30_000 }));
+        const r = m.value;
+        const errors = Object.values(r.errors).reduce((a, b) => a + b, 0);
+        const onDisk = (await s.queued()) - before;
+        rows.push({
+          test: 'enqueue, Node generator (10 msg/conn)',
+          server: s.name,
+          clients: String(c),
+          n: r.ok,
+          mps: r.ok / (r.elapsedMs / 1000),
+          errors: errors + Math.max(0, r.ok - onDisk),
+          errorKinds: Object.entries(r.errors).map(([k, n]) => `${n}× ${k}`).join('; ') + (onDisk < r.ok ? ` ${r.ok - onDisk} acknowledged but not in the queue` : ''),
+          serverCpu: Math.round((m.cpuMs[0]! / m.ms) * 100),
+          cpuPerMsg: r.ok ? m.cpuMs[0]! / r.ok : NaN,
+          machineCpu: m.machine,
+          check: `${onDisk} queued`,
+        });
+        log(`  enqueue node ${s.name} c=${c}: ${rows.at(-1)!.mps.toFixed(0)} msg/s, ${errors} errors, ${onDisk} queued`);
+      }
+      for (const s of servers) {
+        const before = await s.queued();
+        const r0 = reapedChildrenMs();
+        const m = await measure([await s.rootPid()], () => smtpSource(s.port, c, SOURCE_N));
+        void r0;
+        const failed = m.value;
+        const onDisk = (await s.queued()) - before;
+        const ok = failed ? 0 : SOURCE_N;
+        rows.push({
+          test: 'enqueue, smtp-source (1 msg/conn)',
+          server: s.name,
+          clients: String(c),
+          n: SOURCE_N,
+          mps: ok / (m.ms / 1000),
+          errors: failed ? 1 : Math.max(0, SOURCE_N - onDisk),
+          errorKinds: failed || (onDisk < SOURCE_N ? `${SOURCE_N - onDisk} missing from the queue` : ''),
+          serverCpu: Math.round((m.cpuMs[0]! / m.ms) * 100),
+          cpuPerMsg: ok ? m.cpuMs[0]! / ok : NaN,
+          machineCpu: m.machine,
+          check: `${onDisk} queued`,
+        });
+        log(`  enqueue smtp-source ${s.name} s=${c}: ${rows.at(-1)!.mps.toFixed(0)} msg/s ${failed}, ${onDisk} queued`);
+      }
+    }
+  } finally {
+    await fa.stop();
+    await pf.stop();
+  }
+  return rows;
+}
+
+// ---------- (2) end to end: submit M, wait until the sink counted M ----------
+async function e2eCell(root: string, which: 'facteur' | 'Postfix'): Promise<Row> {
+  const sink = await startCountingSink();
+  const dir = path.join(root, `e2e-${which}`);
+  const s = which === 'facteur' ? await startFacteur(dir, sink.port) : await startPostfix(dir, sink.port);
+  try {
+    // Warm-up: 200 messages through the whole path.
+    const wfail = await smtpSource(s.port, 8, 200);
+    const wdeadline = Date.now() + 60_000;
+    while (sink.count() < 200 && Date.now() < wdeadline) await new Promise((r) => setTimeout(r, 50));
+    log(`  warm-up ${which}: ${sink.count()} delivered ${wfail}`);
+    const base = sink.count();
+    let submitMs = 0;
+    let failed = '';
+    const m = await measure([await s.rootPid(), sink.pid], async () => {
+      const t0 = performance.now();
+      const src = smtpSource(s.port, E2E_SESSIONS, E2E_N).then((f) => {
+        submitMs = performance.now() - t0;
+        failed = f;
+      });
+      const deadline = Date.now() + (QUICK ? 60_000 : 120_000);
+      while (sink.count() - base < E2E_N && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await src;
+    });
+    const delivered = sink.count() - base;
+    const left = await s.queued();
+    const errors = (failed ? 1 : 0) + Math.max(0, E2E_N - delivered);
+    const row: Row = {
+      test: 'end to end: submit → smtp-sink',
+      server: which,
+      clients: `${E2E_SESSIONS} in, ${DEST_CONCURRENCY} out`,
+      n: E2E_N,
+      mps: delivered / (m.ms / 1000),
+      errors,
+      errorKinds: [failed, delivered < E2E_N ? `${E2E_N - delivered} not delivered in time` : ''].filter(Boolean).join('; '),
+      serverCpu: Math.round((m.cpuMs[0]! / m.ms) * 100),
+      cpuPerMsg: delivered ? m.cpuMs[0]! / delivered : NaN,
+      machineCpu: m.machine,
+      check: `${delivered} counted by the sink, ${left} left in queue`,
+      extra: `submission done after ${(submitMs / 1000).toFixed(1)} s (${(E2E_N / (submitMs / 1000)).toFixed(0)} msg/s in), all delivered after ${(m.ms / 1000).toFixed(1)} s; sink CPU ${Math.round((m.cpuMs[1]! / m.ms) * 100)}%`,
+    };
+    log(`  e2e ${which}: ${row.mps.toFixed(0)} delivered msg/s; ${row.check}; ${row.extra} ${row.errorKinds}`);
+    return row;
+  } finally {
+    await s.stop();
+    await sink.stop();
+  }
+}
+
+function versions() {
+  const pf = spawnSync('/usr/sbin/postconf', ['-d', '-h', 'mail_version'], { encoding: 'utf8' }).stdout.trim();
+  return { postfix: pf, node: process.version };
+}
+
+const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '-');
+const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '-');
+
+function render(rows: Row[], started: Date, seconds: number): string {
+  const info = machineInfo();
+  const v = versions();
+  const head = ['test', 'server', 'clients', 'messages', 'msg/s', 'errors', 'server CPU %', 'server CPU ms/msg', 'machine CPU %', 'check'];
+  const body = rows.map((r) => [r.test, r.server, r.clients, String(r.n), f1(r.mps), String(r.errors), String(r.serverCpu), f2(r.cpuPerMsg), String(r.machineCpu), r.check]);
+  const notes = rows.filter((r) => r.extra).map((r) => `- ${r.server}: ${r.extra}.`);
+  const errs = rows.filter((r) => r.errors).map((r) => `- ${r.test}, ${r.server}, ${r.clients}: ${r.errorKinds}`);
+  return [
+    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC, ${seconds.toFixed(0)} s in all: \`npm run bench:queue${QUICK ? ' -- --quick' : ''}\`.`,
+    '',
+    `- Machine: ${info.cpu}, ${info.cores} cores, ${info.ramGiB} GiB RAM, ${info.kernel}`,
+    `- Node ${v.node}, Postfix ${v.postfix}; file system of ${os.tmpdir()}: ${spawnSync('stat', ['-f', '-c', '%T', os.tmpdir()], { encoding: 'utf8' }).stdout.trim()}`,
+    `- Message body ${BODY} bytes (+ headers), one recipient; Node generator cells ${CELL_MS / 1000} s; smtp-source ${SOURCE_N} messages per cell; Spool.commit ${SPOOL_N} commits per cell; end to end ${E2E_N} messages, ${E2E_SESSIONS} smtp-source sessions.`,
+    `- Delivery settings (end to end): facteur \`concurrency = ${DELIVERY_CONCURRENCY}\`, \`destination_concurrency = ${DEST_CONCURRENCY}\`, \`starttls = "off"\`; Postfix \`default_process_limit = ${DELIVERY_CONCURRENCY}\`, \`default_destination_concurrency_limit = ${DEST_CONCURRENCY}\`, \`smtp_tls_security_level = none\`, connection cache on demand (default).`,
+    '',
+    markdownTable(head, body),
+    '',
+    'End to end detail:',
+    '',
+    ...notes,
+    '',
+    errs.length ? `Errors:\n\n${errs.join('\n')}` : 'No errors: every message got its 250, is in the queue (enqueue) or was counted by the sink (end to end).',
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('bench:queue needs root (Postfix master and its queue directory ownership)');
+  const started = new Date();
+  const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'facteur-bench-queue-'));
+  await fsp.chmod(root, 0o755);
+  const rows: Row[] = [];
+  const gen = await Generator.start();
+  try {
+    log('Spool.commit in-process:');
+    rows.push(...(await spoolCells(root)));
+    log('enqueue over SMTP, delivery held:');
+    rows.push(...(await enqueueCells(root, gen)));
+    log('end to end:');
+    rows.push(await e2eCell(root, 'facteur'));
+    rows.push(await e2eCell(root, 'Postfix'));
+  } finally {
+    await gen.stop();
+    await fsp.rm(root, { recursive: true, force: true }).catch(() => undefined);
+  }
+  const seconds = (Date.now() - started.getTime()) / 1000;
+  console.log(textTable(['test', 'server', 'clients', 'msg/s', 'errors', 'CPU ms/msg', 'check'], rows.map((r) => [r.test, r.server, r.clients, f1(r.mps), String(r.errors), f2(r.cpuPerMsg), r.check])));
+  const md = render(rows, started, seconds);
+  if (WRITE_DOC) {
+    writeSection(DOC, md, 'queue');
+    log(`wrote ${DOC}`);
+  } else console.log(md);
+}
+
+await main();

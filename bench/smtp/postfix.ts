@@ -4,11 +4,7 @@
 // Trusts the Debian binaries and its own options.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { waitForSocket } from '../../test/helpers/net.js';
-
-const run = promisify(execFile);
+import { writePostfixInstance, startPostfixInstance } from '../../test/helpers/postfix.js';
 
 export interface BenchPostfix {
   inboundPort: number;
@@ -34,14 +30,9 @@ export interface BenchPostfixOptions {
   processLimit: number;
 }
 
-export function postfixMainCf(o: BenchPostfixOptions, queueDir: string, dataDir: string, saslDir: string, maillog: string): string[] {
+/** main.cf lines for the benchmark (the instance's own directories, owner and log come from writePostfixInstance). */
+export function postfixMainCf(o: BenchPostfixOptions): string[] {
   return [
-    `queue_directory = ${queueDir}`,
-    `data_directory = ${dataDir}`,
-    'compatibility_level = 3.6',
-    'meta_directory = /etc/postfix',
-    'mail_owner = postfix',
-    'setgid_group = postdrop',
     'myhostname = mx.bench.test',
     'mydomain = bench.test',
     'mydestination =',
@@ -50,13 +41,10 @@ export function postfixMainCf(o: BenchPostfixOptions, queueDir: string, dataDir:
     'mynetworks = 192.0.2.1/32',
     'inet_interfaces = 127.0.0.1',
     'inet_protocols = ipv4',
-    `maillog_file = ${maillog}`,
-    `maillog_file_prefixes = ${o.dir}`,
     'smtpd_banner = $myhostname ESMTP',
     // SASL through the saslauthd socket (Cyrus libsasl, pwcheck_method: saslauthd), as the seed configures it.
     'smtpd_sasl_path = smtpd',
     'smtpd_sasl_type = cyrus',
-    `cyrus_sasl_config_path = ${saslDir}`,
     'smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination',
     // Sender ownership, as facteur's default policy (login_is_address, sender_check = reject).
     `smtpd_sender_login_maps = inline:{ ${o.login}=${o.login} }`,
@@ -83,35 +71,17 @@ export function postfixMainCf(o: BenchPostfixOptions, queueDir: string, dataDir:
 }
 
 export async function startBenchPostfix(o: BenchPostfixOptions): Promise<BenchPostfix> {
-  const configDir = path.join(o.dir, 'etc');
-  const queueDir = path.join(o.dir, 'spool');
-  const dataDir = path.join(o.dir, 'data');
-  const saslDir = path.join(configDir, 'sasl');
-  const maillog = path.join(o.dir, 'maillog');
-  await fs.mkdir(saslDir, { recursive: true });
-  await fs.mkdir(queueDir, { recursive: true });
-  await fs.mkdir(dataDir, { recursive: true });
-  await run('chown', ['postfix', dataDir]);
-  // Debian's master.cf with the smtp service replaced by our two listeners and no chroot (our spool is no chroot tree).
-  const master = (await fs.readFile('/etc/postfix/master.cf', 'utf8'))
-    .split('\n')
-    .map((l) =>
-      /^smtp\s+inet/.test(l)
-        ? [
-            `127.0.0.1:${o.inboundPort} inet n - n - - smtpd -o smtpd_sasl_auth_enable=no`,
-            `127.0.0.1:${o.submissionPort} inet n - n - - smtpd -o smtpd_sasl_auth_enable=yes -o smtpd_tls_security_level=encrypt -o smtpd_relay_restrictions=permit_sasl_authenticated,reject`,
-          ].join('\n')
-        : l,
-    )
-    .map((l) => l.replace(/^(\S+\s+(?:unix|inet|unix-dgram|fifo|pass)\s+\S+\s+\S+\s+)y(\s)/, '$1n$2'))
-    .join('\n');
-  await fs.writeFile(path.join(configDir, 'master.cf'), master);
-  await fs.writeFile(path.join(configDir, 'main.cf'), postfixMainCf(o, queueDir, dataDir, saslDir, maillog).join('\n') + '\n');
-  await fs.writeFile(path.join(saslDir, 'smtpd.conf'), `pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\nsaslauthd_path: ${o.saslauthdPath}\n`);
-  await run('/usr/sbin/postfix', ['-c', configDir, 'check']);
-  await run('/usr/sbin/postfix', ['-c', configDir, 'start']);
-  await waitForSocket(o.inboundPort, 20_000);
-  await waitForSocket(o.submissionPort, 20_000);
+  // Debian's master.cf with the smtp service replaced by our two listeners (shared with the tests' Postfix helper).
+  const { configDir, queueDir } = await writePostfixInstance({
+    dir: o.dir,
+    smtpServices: [
+      `127.0.0.1:${o.inboundPort} inet n - n - - smtpd -o smtpd_sasl_auth_enable=no`,
+      `127.0.0.1:${o.submissionPort} inet n - n - - smtpd -o smtpd_sasl_auth_enable=yes -o smtpd_tls_security_level=encrypt -o smtpd_relay_restrictions=permit_sasl_authenticated,reject`,
+    ],
+    main: postfixMainCf(o),
+    saslauthdPath: o.saslauthdPath,
+  });
+  const instance = await startPostfixInstance(configDir, [o.inboundPort, o.submissionPort]);
   return {
     inboundPort: o.inboundPort,
     submissionPort: o.submissionPort,
@@ -131,8 +101,6 @@ export async function startBenchPostfix(o: BenchPostfixOptions): Promise<BenchPo
       await walk(path.join(queueDir, 'hold'));
       return n;
     },
-    async stop() {
-      await run('/usr/sbin/postfix', ['-c', configDir, 'stop']).catch(() => run('/usr/sbin/postfix', ['-c', configDir, 'abort']).catch(() => undefined));
-    },
+    stop: instance.stop,
   };
 }

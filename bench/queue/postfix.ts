@@ -15,6 +15,8 @@ export interface QueuePostfixOptions {
   domain: string;
   /** Relay the domain to this smtp-sink port; without it every message goes to the hold queue. */
   sinkPort?: number;
+  /** Put every message on hold even with a sink (the drain test releases them with postsuper -H ALL). */
+  hold?: boolean;
   /** default_destination_concurrency_limit (parallel deliveries to one destination). */
   destinationConcurrency: number;
   /** default_process_limit (smtp delivery agents, smtpd processes). */
@@ -28,6 +30,8 @@ export interface QueuePostfix {
   /** Files under the given queue directories (hold, active, incoming, deferred…). */
   count(queues: string[]): Promise<number>;
   mainCf: string[];
+  /** Release the hold queue and ask the queue manager to deliver it now. */
+  release(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -62,8 +66,8 @@ export function queueMainCf(o: QueuePostfixOptions, queueDir: string, dataDir: s
     'smtp_tls_security_level = none',
     'smtpd_tls_security_level = none',
   ];
-  if (o.sinkPort === undefined) lines.push('smtpd_data_restrictions = check_client_access static:HOLD');
-  else lines.push(`transport_maps = inline:{ ${o.domain}=smtp:[127.0.0.1]:${o.sinkPort} }`);
+  if (o.sinkPort === undefined || o.hold) lines.push('smtpd_data_restrictions = check_client_access static:HOLD');
+  if (o.sinkPort !== undefined) lines.push(`transport_maps = inline:{ ${o.domain}=smtp:[127.0.0.1]:${o.sinkPort} }`);
   return lines;
 }
 
@@ -105,6 +109,10 @@ export async function startQueuePostfix(o: QueuePostfixOptions): Promise<QueuePo
       };
       for (const q of queues) await walk(path.join(queueDir, q));
       return n;
+    },
+    async release() {
+      await run('/usr/sbin/postsuper', ['-c', configDir, '-H', 'ALL']);
+      await run('/usr/sbin/postqueue', ['-c', configDir, '-f']);
     },
     async stop() {
       await run('/usr/sbin/postfix', ['-c', configDir, 'stop']).catch(() => run('/usr/sbin/postfix', ['-c', configDir, 'abort']).catch(() => undefined));

@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { waitForSocket } from '../../test/helpers/net.js';
+import { writePostfixInstance, startPostfixInstance } from '../../test/helpers/postfix.js';
 
 const run = promisify(execFile);
 
@@ -35,14 +35,9 @@ export interface QueuePostfix {
   stop(): Promise<void>;
 }
 
-export function queueMainCf(o: QueuePostfixOptions, queueDir: string, dataDir: string, maillog: string): string[] {
+/** main.cf lines for the benchmark (the instance's own directories, owner and log come from writePostfixInstance). */
+export function queueMainCf(o: QueuePostfixOptions): string[] {
   const lines = [
-    `queue_directory = ${queueDir}`,
-    `data_directory = ${dataDir}`,
-    'compatibility_level = 3.6',
-    'meta_directory = /etc/postfix',
-    'mail_owner = postfix',
-    'setgid_group = postdrop',
     'myhostname = mx.bench.test',
     'mydomain = bench.test',
     'mydestination =',
@@ -50,8 +45,6 @@ export function queueMainCf(o: QueuePostfixOptions, queueDir: string, dataDir: s
     'mynetworks = 192.0.2.1/32',
     'inet_interfaces = 127.0.0.1',
     'inet_protocols = ipv4',
-    `maillog_file = ${maillog}`,
-    `maillog_file_prefixes = ${o.dir}`,
     'smtpd_banner = $myhostname ESMTP',
     'smtpd_relay_restrictions = reject_unauth_destination',
     // Same as bench/smtp: no flow-control sleep in cleanup (facteur has no such brake).
@@ -72,26 +65,10 @@ export function queueMainCf(o: QueuePostfixOptions, queueDir: string, dataDir: s
 }
 
 export async function startQueuePostfix(o: QueuePostfixOptions): Promise<QueuePostfix> {
-  const configDir = path.join(o.dir, 'etc');
-  const queueDir = path.join(o.dir, 'spool');
-  const dataDir = path.join(o.dir, 'data');
-  const maillog = path.join(o.dir, 'maillog');
-  await fs.mkdir(configDir, { recursive: true });
-  await fs.mkdir(queueDir, { recursive: true });
-  await fs.mkdir(dataDir, { recursive: true });
-  await run('chown', ['postfix', dataDir]);
-  // Debian's master.cf, its smtp listener replaced by ours, no chroot (our queue directory is no chroot tree).
-  const master = (await fs.readFile('/etc/postfix/master.cf', 'utf8'))
-    .split('\n')
-    .map((l) => (/^smtp\s+inet/.test(l) ? `127.0.0.1:${o.port} inet n - n - - smtpd` : l))
-    .map((l) => l.replace(/^(\S+\s+(?:unix|inet|unix-dgram|fifo|pass)\s+\S+\s+\S+\s+)y(\s)/, '$1n$2'))
-    .join('\n');
-  const mainCf = queueMainCf(o, queueDir, dataDir, maillog);
-  await fs.writeFile(path.join(configDir, 'master.cf'), master);
-  await fs.writeFile(path.join(configDir, 'main.cf'), mainCf.join('\n') + '\n');
-  await run('/usr/sbin/postfix', ['-c', configDir, 'check']);
-  await run('/usr/sbin/postfix', ['-c', configDir, 'start']);
-  await waitForSocket(o.port, 20_000);
+  // Debian's master.cf, its smtp listener replaced by ours (shared with the tests' Postfix helper).
+  const mainCf = queueMainCf(o);
+  const { configDir, queueDir } = await writePostfixInstance({ dir: o.dir, smtpServices: [`127.0.0.1:${o.port} inet n - n - - smtpd`], main: mainCf });
+  const instance = await startPostfixInstance(configDir, [o.port]);
   return {
     port: o.port,
     queueDir,
@@ -114,8 +91,6 @@ export async function startQueuePostfix(o: QueuePostfixOptions): Promise<QueuePo
       await run('/usr/sbin/postsuper', ['-c', configDir, '-H', 'ALL']);
       await run('/usr/sbin/postqueue', ['-c', configDir, '-f']);
     },
-    async stop() {
-      await run('/usr/sbin/postfix', ['-c', configDir, 'stop']).catch(() => run('/usr/sbin/postfix', ['-c', configDir, 'abort']).catch(() => undefined));
-    },
+    stop: instance.stop,
   };
 }

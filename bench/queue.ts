@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { freePort, waitForSocket } from '../test/helpers/net.js';
-import { treeCpuMs, machineBusyMs } from './lib/procstat.js';
+import { treeCpuMs, machineBusyMs, quietWaiter } from './lib/procstat.js';
 import { machineInfo, textTable, markdownTable, writeSection } from './lib/report.js';
 import { buildMessage, type SessionResult, type SessionSpec } from './smtp/client.js';
 import { startQueuePostfix, type QueuePostfix } from './queue/postfix.js';
@@ -224,20 +224,7 @@ async function startPostfix(dir: string, sinkPort?: number, hold = false): Promi
   };
 }
 
-let vainWaits = 0;
-async function waitForQuiet(): Promise<void> {
-  if (vainWaits >= 2) return;
-  const deadline = Date.now() + 8000;
-  while (Date.now() < deadline) {
-    const m0 = machineBusyMs();
-    await new Promise((r) => setTimeout(r, 500));
-    if (machineBusyMs() - m0 < 125) {
-      vainWaits = 0;
-      return;
-    }
-  }
-  vainWaits++;
-}
+const waitForQuiet = quietWaiter(8000);
 
 interface Row {
   test: string;

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, waitForSocket } from '../test/helpers/net.js';
 import { FACTEUR, startFacteur, type RunningDaemon } from './lib/daemons.js';
-import { treeCpuMs, machineBusyMs, processTree } from './lib/procstat.js';
+import { treeCpuMs, machineBusyMs, quietWaiter, processTree } from './lib/procstat.js';
 import { machineInfo, textTable, markdownTable } from './lib/report.js';
 import { startBenchPostfix, type BenchPostfix } from './smtp/postfix.js';
 import type { SessionResult, SessionSpec } from './smtp/client.js';
@@ -231,20 +231,7 @@ function reapedChildrenMs(): number {
  * The machine may be shared (other jobs running): before a cell, wait up to 10 s for a half-second in which the machine
  * uses less than a quarter of one core. After two waits in vain, stop waiting (the "other CPU" column tells the story).
  */
-let vainWaits = 0;
-async function waitForQuiet(): Promise<void> {
-  if (vainWaits >= 2) return;
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const m0 = machineBusyMs();
-    await new Promise((r) => setTimeout(r, 500));
-    if (machineBusyMs() - m0 < 125) {
-      vainWaits = 0;
-      return;
-    }
-  }
-  vainWaits++;
-}
+const waitForQuiet = quietWaiter(10_000);
 
 /** CPU of the server, authd and generator over a measured phase, in % of one core. */
 async function measured<T>(

@@ -2,7 +2,7 @@
 // the fsync guarantee and delivery held (smtp-source and the Node generator), plus facteur's raw Spool.commit rate;
 // (2) end-to-end: M messages submitted, relayed to one local smtp-sink, timed until the sink has counted all M.
 // Trusts the binaries it starts; every 4xx/5xx, timeout or missing message is an error. Usage: npm run bench:queue [-- --quick] [--no-doc]
-import { spawn, spawnSync, execFile, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, execFile } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -12,8 +12,9 @@ import { promisify } from 'node:util';
 import { freePort, waitForSocket } from '../test/helpers/net.js';
 import { treeCpuMs, machineBusyMs, quietWaiter } from './lib/procstat.js';
 import { machineInfo, textTable, markdownTable, writeSection } from './lib/report.js';
-import { buildMessage, type SessionResult, type SessionSpec } from './smtp/client.js';
+import { buildMessage } from './smtp/client.js';
 import { startQueuePostfix, type QueuePostfix } from './queue/postfix.js';
+import { Generator, exited, reapedChildrenMs } from './smtp/generator.js';
 import { Spool } from '../src/queue/spool.js';
 
 const argv = process.argv.slice(2);
@@ -47,17 +48,6 @@ const DELIVERY_CONCURRENCY = 100;
 const DOC = path.resolve(import.meta.dirname, '../docs/benchmarks-queue.md');
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
-function exited(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
-  return new Promise((r) => p.once('exit', () => r()));
-}
-
-function reapedChildrenMs(): number {
-  const rest = fs.readFileSync('/proc/self/stat', 'utf8');
-  const f = rest.slice(rest.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[13]) + Number(f[14])) * 1000) / 100;
-}
-
 async function countFiles(dir: string): Promise<number> {
   let n = 0;
   for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) {
@@ -65,40 +55,6 @@ async function countFiles(dir: string): Promise<number> {
     else n++;
   }
   return n;
-}
-
-/** The Node load generator (bench/smtp/loadgen-child.ts) in its own process. */
-class Generator {
-  private seq = 0;
-  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private constructor(readonly proc: ChildProcess) {
-    proc.on('message', (m: { id?: number; result?: unknown; error?: string }) => {
-      if (m.id === undefined) return;
-      const p = this.pending.get(m.id);
-      this.pending.delete(m.id);
-      if (m.error !== undefined) p?.reject(new Error(`load generator: ${m.error}`));
-      else p?.resolve(m.result);
-    });
-  }
-  static async start(): Promise<Generator> {
-    const proc = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'smtp/loadgen-child.ts')], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    await new Promise<void>((resolve, reject) => {
-      proc.once('message', () => resolve());
-      proc.once('exit', (code) => reject(new Error(`load generator exited ${code}`)));
-    });
-    return new Generator(proc);
-  }
-  sessions(spec: SessionSpec): Promise<SessionResult> {
-    const id = ++this.seq;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.proc.send({ kind: 'sessions', spec, id });
-    });
-  }
-  async stop(): Promise<void> {
-    this.proc.disconnect();
-    await exited(this.proc);
-  }
 }
 
 /** smtp-sink counting messages (-c prints "sess=… quit=… mesg=N\r" on stdout), in its own process. */

@@ -3,7 +3,7 @@
 // generator and Postfix's own smtp-source), and memory per idle connection. Both fsync each message into their queue
 // before the 250 and deliver nothing. Trusts the binaries it starts; counts every 4xx/5xx or transport failure as an error.
 // Usage: npm run bench:smtp [-- --quick] [--no-doc]
-import { spawn, spawnSync, execFile, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, execFile } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -14,8 +14,8 @@ import { FACTEUR, startFacteur, type RunningDaemon } from './lib/daemons.js';
 import { treeCpuMs, machineBusyMs, quietWaiter, processTree } from './lib/procstat.js';
 import { machineInfo, textTable, markdownTable } from './lib/report.js';
 import { startBenchPostfix, type BenchPostfix } from './smtp/postfix.js';
-import type { SessionResult, SessionSpec } from './smtp/client.js';
-import type { JobBody } from './smtp/loadgen-child.js';
+import type { SessionSpec } from './smtp/client.js';
+import { Generator, exited, reapedChildrenMs, withNofile } from './smtp/generator.js';
 
 const run = promisify(execFile);
 const argv = process.argv.slice(2);
@@ -43,58 +43,6 @@ const NOFILE = 65_536;
 const DOC = path.resolve(import.meta.dirname, '../docs/benchmarks-smtp.md');
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
-
-/** argv wrapped in `sh -c 'ulimit -n N; exec …'`: raises the descriptor limit of the child only. */
-function withNofile(cmd: string, args: string[]): [string, string[]] {
-  return ['sh', ['-c', `ulimit -n ${NOFILE} 2>/dev/null || ulimit -n $(ulimit -Hn); exec "$0" "$@"`, cmd, ...args]];
-}
-
-function exited(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
-  return new Promise((r) => p.once('exit', () => r()));
-}
-
-/** The Node load generator, one process for the whole run, so its CPU is apart from ours and measurable. */
-class Generator {
-  private seq = 0;
-  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private constructor(readonly proc: ChildProcess) {
-    proc.on('message', (m: { id?: number; result?: unknown; error?: string }) => {
-      if (m.id === undefined) return;
-      const p = this.pending.get(m.id);
-      this.pending.delete(m.id);
-      if (m.error !== undefined) p?.reject(new Error(`load generator: ${m.error}`));
-      else p?.resolve(m.result);
-    });
-    proc.on('exit', (code) => {
-      for (const p of this.pending.values()) p.reject(new Error(`load generator exited ${code}`));
-      this.pending.clear();
-    });
-  }
-
-  static async start(): Promise<Generator> {
-    const [cmd, args] = withNofile(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'smtp/loadgen-child.ts')]);
-    const proc = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    await new Promise<void>((resolve, reject) => {
-      proc.once('message', () => resolve());
-      proc.once('exit', (code) => reject(new Error(`load generator exited ${code} before it was ready`)));
-    });
-    return new Generator(proc);
-  }
-
-  call<T>(job: JobBody): Promise<T> {
-    const id = ++this.seq;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.proc.send({ ...job, id });
-    });
-  }
-
-  async stop(): Promise<void> {
-    this.proc.disconnect();
-    await exited(this.proc);
-  }
-}
 
 interface Server {
   name: string;
@@ -146,7 +94,7 @@ listen = ""
   );
   // Logs go to a file, as Postfix's go to its maillog_file.
   const logFd = fs.openSync(path.join(dir, 'facteur.log'), 'a');
-  const [cmd, args] = withNofile(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'smtp/facteur-serve.ts'), config]);
+  const [cmd, args] = withNofile(NOFILE, process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'smtp/facteur-serve.ts'), config]);
   const proc = spawn(cmd, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, ...env } });
   fs.closeSync(logFd);
   await Promise.race([
@@ -220,13 +168,6 @@ function threadCpuMs(pid: number): number {
   }
 }
 
-/** CPU our own reaped children used (smtp-source), from /proc/self/stat cutime + cstime. */
-function reapedChildrenMs(): number {
-  const rest = fs.readFileSync('/proc/self/stat', 'utf8');
-  const f = rest.slice(rest.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[13]) + Number(f[14])) * 1000) / 100;
-}
-
 /**
  * The machine may be shared (other jobs running): before a cell, wait up to 10 s for a half-second in which the machine
  * uses less than a quarter of one core. After two waits in vain, stop waiting (the "other CPU" column tells the story).
@@ -290,7 +231,7 @@ const kinds = (e: Record<string, number>) =>
     .join('; ');
 
 async function sessionCell(gen: Generator, server: Server, authd: RunningDaemon, scenario: string, submission: boolean, concurrency: number): Promise<Row> {
-  const m = await measured(server, authd, gen.proc.pid, () => gen.call<SessionResult>({ kind: 'sessions', spec: spec(server, submission, concurrency, CELL_MS) }));
+  const m = await measured(server, authd, gen.proc.pid, () => gen.sessions(spec(server, submission, concurrency, CELL_MS)));
   const r = m.value;
   const errors = Object.values(r.errors).reduce((a, b) => a + b, 0);
   const row: Row = {
@@ -503,7 +444,7 @@ async function main(): Promise<void> {
     await fsp.mkdir(path.join(dir, 'postfix'));
     const { server: postfix, postfix: pf } = await startPostfixServer(path.join(dir, 'postfix'), cert, key, authd.socket);
     cleanup.unshift(() => postfix.stop());
-    const gen = await Generator.start();
+    const gen = await Generator.start({ nofile: NOFILE });
     cleanup.unshift(() => gen.stop());
     const servers = [facteur, postfix];
     // --threadpool N: a second facteur with UV_THREADPOOL_SIZE=N (libuv runs every fs call, fdatasync included, on
@@ -521,7 +462,7 @@ async function main(): Promise<void> {
       ['inbound, plain (Node)', false],
     ] as const) {
       log(`${scenario}:`);
-      for (const s of servers) await gen.call<SessionResult>({ kind: 'sessions', spec: spec(s, submission, 8, WARMUP_MS) });
+      for (const s of servers) await gen.sessions(spec(s, submission, 8, WARMUP_MS));
       // Interleaved (facteur, Postfix, facteur, …) so that queue growth and machine drift touch both alike.
       for (const c of CONCURRENCY) for (const s of servers) rows.push(await sessionCell(gen, s, authd, scenario, submission, c));
     }

@@ -23,17 +23,15 @@ function exitOf(proc: ChildProcess): Promise<void> {
   return new Promise((r) => proc.once('exit', () => r()));
 }
 
-/** `facteur authd -f -m DIR ARGS` with the brute-force penalty off (the benchmark sends no client address anyway). */
-export async function startFacteur(label: string, runDir: string, args: string[], nodeArgs: string[] = []): Promise<RunningDaemon> {
-  await fs.mkdir(runDir, { recursive: true });
-  const proc = spawn(process.execPath, [...nodeArgs, FACTEUR, 'authd', '-f', '-m', runDir, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** Spawn a daemon of ours that serves `socket`; resolves once it accepts, rejects (with its stderr) if it exits first. */
+async function startSocketDaemon(label: string, what: string, socket: string, cmd: string, args: string[]): Promise<RunningDaemon> {
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   proc.stderr!.on('data', (d) => (err += d));
-  const socket = path.join(runDir, 'mux');
   await Promise.race([
     waitForSocket(socket, 20_000),
     exitOf(proc).then(() => {
-      throw new Error(`facteur authd exited ${proc.exitCode}: ${err}`);
+      throw new Error(`${what} exited ${proc.exitCode}: ${err}`);
     }),
   ]);
   return {
@@ -49,6 +47,12 @@ export async function startFacteur(label: string, runDir: string, args: string[]
       await exited;
     },
   };
+}
+
+/** `facteur authd -f -m DIR ARGS` with the brute-force penalty off (the benchmark sends no client address anyway). */
+export async function startFacteur(label: string, runDir: string, args: string[], nodeArgs: string[] = []): Promise<RunningDaemon> {
+  await fs.mkdir(runDir, { recursive: true });
+  return startSocketDaemon(label, 'facteur authd', path.join(runDir, 'mux'), process.execPath, [...nodeArgs, FACTEUR, 'authd', '-f', '-m', runDir, ...args]);
 }
 
 /** The real Cyrus saslauthd, detached (its own session and process group); stopped with SIGTERM to its master. */
@@ -96,26 +100,5 @@ export async function startCyrus(label: string, runDir: string, args: string[]):
 export async function startNull(label: string, runDir: string, users: number): Promise<RunningDaemon> {
   await fs.mkdir(runDir, { recursive: true });
   const socket = path.join(runDir, 'mux');
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'null-daemon.ts'), socket, String(users)], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  proc.stderr!.on('data', (d) => (err += d));
-  await Promise.race([
-    waitForSocket(socket, 20_000),
-    exitOf(proc).then(() => {
-      throw new Error(`null daemon exited ${proc.exitCode}: ${err}`);
-    }),
-  ]);
-  return {
-    label,
-    pid: proc.pid!,
-    socket,
-    stderr: () => err,
-    async stop() {
-      const exited = exitOf(proc);
-      proc.kill('SIGTERM');
-      await exited;
-    },
-  };
+  return startSocketDaemon(label, 'null daemon', socket, process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'null-daemon.ts'), socket, String(users)]);
 }

@@ -140,6 +140,12 @@ test('a 5-field request (cyrus master) is answered and the client address reache
   assert.equal(seen.at(-1)!.clientAddr, '192.0.2.7;40000');
 });
 
+test('a 5th field that never completes: after a short grace the 4 fields are answered', async () => {
+  const { reply } = await raw(Buffer.concat([encodeFields(['alice', 'wonderland', 'grace', '']), Buffer.from([0x00])]));
+  assert.equal(reply.subarray(2).toString(), 'OK');
+  assert.equal(seen.at(-1)!.service, 'grace');
+});
+
 test('a NUL inside a field ends it (C string), and invalid UTF-8 is refused', async () => {
   const nul = await raw(encodeFields(['alice\0admin', 'wonderland', 'imap', '']));
   assert.equal(seen.at(-1)!.login, 'alice');

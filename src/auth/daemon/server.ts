@@ -201,7 +201,7 @@ function handleConnection(sock: net.Socket, service: AuthService, o: Pick<AuthSe
     } else if (r.fields === BASE_FIELDS && !graceTimer) {
       // Part of a 5th field: give it a moment, then answer with the 4 we have.
       graceTimer = setTimeout(() => {
-        const four = parseRequest(buf.subarray(0, fieldsLength(buf, BASE_FIELDS)));
+        const four = parseRequest(buf, true);
         if (state === 'reading' && four.kind === 'request') void answer(four.fields);
       }, FIFTH_FIELD_GRACE_MS);
     }
@@ -215,9 +215,8 @@ function handleConnection(sock: net.Socket, service: AuthService, o: Pick<AuthSe
   sock.on('end', () => {
     if (state === 'reading') {
       // EOF: a complete 4-field request followed by a half-close is fine; anything shorter gets no reply (upstream).
-      const len = fieldsLength(buf, BASE_FIELDS);
-      const r = len > 0 ? parseRequest(buf.subarray(0, len)) : null;
-      if (r?.kind === 'request') void answer(r.fields);
+      const r = parseRequest(buf, true);
+      if (r.kind === 'request') void answer(r.fields);
       else finish();
     } else if (state === 'draining') {
       sock.destroy();
@@ -228,16 +227,4 @@ function handleConnection(sock: net.Socket, service: AuthService, o: Pick<AuthSe
     cancelTimer();
     clearTimeout(graceTimer);
   });
-}
-
-/** Byte length of the first n complete fields, or 0 when they are not all there. */
-function fieldsLength(buf: Buffer, n: number): number {
-  let off = 0;
-  for (let i = 0; i < n; i++) {
-    if (buf.length - off < 2) return 0;
-    const len = buf.readUInt16BE(off);
-    if (buf.length - off - 2 < len) return 0;
-    off += 2 + len;
-  }
-  return off;
 }

@@ -18,12 +18,13 @@ export type ParseResult =
 /**
  * Parse a request from the bytes received so far.
  * Four fields make a request when nothing follows them; when bytes follow, they must form the optional fifth field.
+ * With `fourOnly`, the first four fields are the request whatever follows them (a 5th field that never completed).
  */
-export function parseRequest(buf: Buffer): ParseResult {
+export function parseRequest(buf: Buffer, fourOnly = false): ParseResult {
   const fields: Buffer[] = [];
   let off = 0;
   while (fields.length < MAX_FIELDS) {
-    if (fields.length === BASE_FIELDS && off === buf.length) return { kind: 'request', fields };
+    if (fields.length === BASE_FIELDS && (fourOnly || off === buf.length)) return { kind: 'request', fields };
     if (buf.length - off < 2) return { kind: 'need', fields: fields.length };
     const len = buf.readUInt16BE(off);
     if (len > MAX_FIELD_LEN) return { kind: 'oversize' };

@@ -62,3 +62,12 @@ test('encode/parse round trip', () => {
     }),
   );
 });
+
+test('fourOnly: the first four fields are the request even when a 5th never completed', () => {
+  const four = encodeFields(['alice', 'pw', 'smtp', '']);
+  const partial = Buffer.concat([four, Buffer.from([0x00, 0x09, 0x31])]);
+  assert.deepEqual(parseRequest(partial), { kind: 'need', fields: 4 });
+  const r = parseRequest(partial, true);
+  assert.deepEqual(r.kind === 'request' && r.fields.map(String), ['alice', 'pw', 'smtp', '']);
+  assert.equal(parseRequest(four.subarray(0, four.length - 1), true).kind, 'need');
+});

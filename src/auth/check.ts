@@ -43,16 +43,23 @@ function smtpdChrooted(configDir: string): boolean {
   return false;
 }
 
-function userInGroup(user: string, gid: number): boolean {
+/** The fields of a line of an /etc/passwd-style file whose `key` column equals `value`. */
+function dbEntry(file: string, key: number, value: string): string[] | undefined {
   try {
-    const passwd = fs.readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => l.split(':'));
-    const entry = passwd.find((f) => f[0] === user);
-    if (entry && Number(entry[3]) === gid) return true;
-    const group = fs.readFileSync('/etc/group', 'utf8').split('\n').map((l) => l.split(':')).find((f) => Number(f[2]) === gid);
-    return !!group && (group[3] ?? '').split(',').includes(user);
+    return fs.readFileSync(file, 'utf8').split('\n').map((l) => l.split(':')).find((f) => f[key] === value);
   } catch {
-    return false;
+    return undefined;
   }
+}
+
+/** Can `user` (uid, primary gid and supplementary groups from the system files) enter the directory `st`? */
+function canEnterDir(user: string, st: fs.Stats): boolean {
+  if (st.mode & 0o001) return true;
+  const pw = dbEntry('/etc/passwd', 0, user);
+  if (pw && Number(pw[2]) === st.uid) return (st.mode & 0o100) !== 0;
+  if (!(st.mode & 0o010)) return false;
+  if (pw && Number(pw[3]) === st.gid) return true;
+  return (dbEntry('/etc/group', 2, String(st.gid))?.[3] ?? '').split(',').includes(user);
 }
 
 /** Check a Postfix configuration directory against the authd that should serve it. */
@@ -102,9 +109,7 @@ export function checkPostfix(configDir: string, authdSocket?: string): Finding[]
   if (fs.existsSync(runDir)) {
     const st = fs.statSync(runDir);
     const owner = p.mail_owner || 'postfix';
-    const uid = Number(fs.readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => l.split(':')).find((x) => x[0] === owner)?.[2] ?? -1);
-    const canEnter = (st.mode & 0o001) !== 0 || (st.uid === uid && (st.mode & 0o100) !== 0) || ((st.mode & 0o010) !== 0 && userInGroup(owner, st.gid));
-    if (!canEnter) {
+    if (!canEnterDir(owner, st)) {
       const sasl = groupId('sasl');
       f.push(error(`${owner} cannot enter ${runDir} (mode ${(st.mode & 0o777).toString(8)}, group ${st.gid}): add it to the directory's group${sasl !== undefined ? ' (adduser postfix sasl)' : ''}`));
     } else f.push(ok(`${owner} can reach the socket directory ${runDir}`));

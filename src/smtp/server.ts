@@ -12,6 +12,7 @@ import { splitLogin, type PasswordVerifier } from '../auth/client/index.js';
 import type { Envelope, QueueWriter } from '../queue/types.js';
 import type { AuthResult } from '../auth/types.js';
 import { Replies, SmtpReply } from '../mail/reply.js';
+import { ConfigError } from '../lib/errors.js';
 import { extractAddresses, headerValues, receivedHeader } from '../mail/headers.js';
 import { checkRecipient, normalizeDomain } from '../policy/relay.js';
 import { ConnectionLimiter } from '../policy/connlimit.js';
@@ -239,13 +240,21 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
       },
     });
     srv.on('error', (err) => log.warn({ err: (err as Error).message, listener: l.kind }, 'smtp connection error'));
-    await new Promise<void>((resolve, reject) => {
-      srv.server.once('error', reject);
-      srv.listen(l.port, l.host.replace(/^\[|\]$/g, ''), () => {
-        srv.server.off('error', reject);
-        resolve();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        srv.server.once('error', reject);
+        srv.listen(l.port, l.host.replace(/^\[|\]$/g, ''), () => {
+          srv.server.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } catch (err) {
+      // Listeners already bound would keep the process alive: close them, then say which address and why.
+      await Promise.all(servers.map((x) => new Promise((r) => x.close(() => r(undefined)))));
+      const code = (err as NodeJS.ErrnoException).code;
+      const why = code === 'EADDRINUSE' ? 'the address is already in use (another facteur or MTA running?)' : code === 'EACCES' ? 'permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)' : (err as Error).message;
+      throw new ConfigError(`[${l.kind}] cannot listen on ${l.host}:${l.port}: ${why}; stop the other server or change [${l.kind}] listen`, { cause: err });
+    }
     const addr = srv.server.address();
     bound.push({ kind: l.kind, host: l.host, port: typeof addr === 'object' && addr ? addr.port : l.port });
     servers.push(srv);

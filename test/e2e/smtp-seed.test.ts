@@ -121,6 +121,16 @@ test('config errors name the key and suggest the fix', async () => {
   assert.match((await facteur(['config', '--check', bad])).stderr, /\[policy\] sender_check: must be one of "reject", "allow", got "rejct" \(did you mean 'reject'\?\)/);
 });
 
+test('a listen address already in use is named in one sentence, and the second server exits 1', async () => {
+  const other = path.join(dir, 'other.toml');
+  const text = await fs.readFile(path.join(dir, 'facteur.toml'), 'utf8');
+  await fs.writeFile(other, text.replace(/^data_dir = .*$/m, `data_dir = ${JSON.stringify(path.join(dir, 'other-data'))}`));
+  const r = await facteur(['serve', '--config', other]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`\\[inbound\\] cannot listen on 127\\.0\\.0\\.1:${inbound}: the address is already in use`));
+  assert.doesNotMatch(r.stderr, /unexpected error|\n\s+at /, 'no stack trace');
+});
+
 test('facteur config --defaults lists every key of every section with its doc', async () => {
   const r = await facteur(['config', '--defaults']);
   assert.equal(r.code, 0);

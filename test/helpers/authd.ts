@@ -24,7 +24,18 @@ function track(proc: ChildProcess, socket: string): Daemon {
     stderr: () => err,
     async stop(signal = 'SIGTERM') {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      return exited;
+      // Cyrus saslauthd has been seen to hang in its own shutdown (a worker left defunct): after 5 s, kill its whole
+      // process group (it runs in its own session), so a teardown can never hang the test file.
+      const t = setTimeout(() => {
+        try {
+          process.kill(-proc.pid!, 'SIGKILL');
+        } catch {
+          proc.kill('SIGKILL');
+        }
+      }, 5000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
     },
   };
 }

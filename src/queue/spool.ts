@@ -415,6 +415,15 @@ export class Spool implements QueueWriter {
       if (written) await fsp.rm(this.fileOf('active', id), { force: true }).catch(() => undefined);
       throw err;
     }
+    this.announce(id);
+    return id;
+  }
+
+  /**
+   * Tell this object's commit listeners that `id` is now in active/: called by commit(), and by the primary of a
+   * multi-process server for messages its workers committed through their own Spool objects.
+   */
+  announce(id: string): void {
     for (const fn of this.listeners) {
       try {
         fn(id);
@@ -422,7 +431,6 @@ export class Spool implements QueueWriter {
         /* a listener's bug must not un-acknowledge a stored message */
       }
     }
-    return id;
   }
 
   /** Which state directory holds this id, if any. */

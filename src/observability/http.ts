@@ -13,7 +13,8 @@ import { defineSection } from '../config/schema.js';
 export type HealthCheck = () => Promise<boolean | void> | boolean | void;
 
 export interface ObservabilityServerOptions {
-  registry: Registry;
+  /** A prom-client Registry, or anything that renders the exposition text (the primary aggregates its workers'). */
+  registry: { metrics(): Promise<string>; readonly contentType: string };
   /** Default 127.0.0.1: metrics describe the service, keep them off the public network. */
   host?: string;
   /** 0 picks a free port (tests). */

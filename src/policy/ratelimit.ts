@@ -386,11 +386,12 @@ function nonNegative(v: unknown): string | undefined {
 /** Build the limiter a config section describes. Call `close()` at shutdown. */
 export function rateLimiterFromConfig(
   c: SectionValues<typeof ratelimit.params>,
-  deps: { log?: Pick<Logger, 'warn'>; metrics?: RateLimiterOptions['metrics'] } = {},
+  deps: { log?: Pick<Logger, 'warn'>; metrics?: RateLimiterOptions['metrics']; memoryStore?: RateStore } = {},
 ): { limiter: RateLimiter; store: RateStore; close: () => Promise<void> } {
+  // memoryStore: where "in memory" counters live instead of this process (a multi-process server's primary, over IPC).
   const store: RateStore = c.redis_url
     ? new RedisRateStore({ url: c.redis_url, timeoutMs: durationMs(c.redis_timeout), onError: () => undefined })
-    : new MemoryRateStore();
+    : (deps.memoryStore ?? new MemoryRateStore());
   const limiter = new RateLimiter(
     store,
     { messagesPerUserPerHour: c.messages_per_user_per_hour, recipientsPerUserPerHour: c.recipients_per_user_per_hour, connectionsPerIpPerMinute: c.connections_per_ip_per_minute },

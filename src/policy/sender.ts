@@ -25,6 +25,8 @@ export function parseSenderMap(text: string, file = 'sender_map'): SenderMap {
 export interface SenderPolicyOptions {
   map: SenderMap;
   loginIsAddress: boolean;
+  /** Called after each learn() (unless told not to share it): a multi-process server shares them with its other workers. */
+  onLearn?: (login: string, addresses: readonly string[]) => void;
 }
 
 export class SenderPolicy {
@@ -66,7 +68,8 @@ export class SenderPolicy {
   }
 
   /** Remember a member's addresses after a successful AUTH (including the login when it is an address). */
-  learn(login: string, addresses: readonly string[] = []): void {
+  learn(login: string, addresses: readonly string[] = [], how: { share?: boolean } = {}): void {
+    if (how.share !== false) this.o.onLearn?.(login, addresses);
     const all = [...addresses];
     if (this.o.loginIsAddress && login.includes('@')) all.push(login);
     for (const x of all) {

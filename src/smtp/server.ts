@@ -68,6 +68,16 @@ export interface SmtpServiceOptions {
   authBackendName?: string;
   /** On close, how long sessions in the middle of a transaction may take to finish before 421 (default 2 s). */
   shutdownTimeoutMs?: number;
+  /**
+   * Who counts simultaneous connections (default: this process, with maxConnections and maxConnectionsPerIp). A
+   * multi-process server counts in its primary, so the limits hold over all workers.
+   */
+  admission?: ConnectionAdmission;
+}
+
+/** Admit a connection from `ip`: a release function, or undefined when a limit is reached. May answer asynchronously. */
+export interface ConnectionAdmission {
+  acquire(ip: string): (() => void) | undefined | Promise<(() => void) | undefined>;
 }
 
 interface AuthUser {
@@ -77,6 +87,7 @@ interface AuthUser {
 
 interface FacteurSession extends SMTPServerSession {
   facteurRelease?: () => void;
+  facteurClosed?: boolean;
 }
 
 /** Run an async hook and hand its reply (or a fail-closed 4xx) to an smtp-server callback. */
@@ -127,7 +138,7 @@ function closeGracefully(srv: EngineServer): Promise<void> {
 const userOf = (s: SMTPServerSession): AuthUser | undefined => (s.user ? (s.user as AuthUser) : undefined);
 
 export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSmtp> {
-  const limiter = new ConnectionLimiter(o.maxConnections, o.maxConnectionsPerIp);
+  const limiter: ConnectionAdmission = o.admission ?? new ConnectionLimiter(o.maxConnections, o.maxConnectionsPerIp);
   const localDomains = new Set(o.localDomains.map(normalizeDomain));
   const log = o.log;
   const servers: EngineServer[] = [];
@@ -151,27 +162,43 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
       logger: false,
 
       onConnect(session, cb) {
-        const release = limiter.acquire(session.remoteAddress);
-        if (!release) {
-          log.warn({ listener: l.kind, client: session.remoteAddress }, 'connection refused: limit reached');
-          return cb(SmtpReply.temp('4.7.0', 'Too many connections, try again later', 421));
-        }
-        (session as FacteurSession).facteurRelease = () => {
-          release();
-          o.metrics?.connectionsActive.dec({ listener: l.kind });
+        const fsession = session as FacteurSession;
+        // After the admission answer: refuse, or count the connection and go on to the rate check.
+        const admit = (release: (() => void) | undefined) => {
+          if (!release) {
+            log.warn({ listener: l.kind, client: session.remoteAddress }, 'connection refused: limit reached');
+            return cb(SmtpReply.temp('4.7.0', 'Too many connections, try again later', 421));
+          }
+          fsession.facteurRelease = () => {
+            release();
+            o.metrics?.connectionsActive.dec({ listener: l.kind });
+          };
+          o.metrics?.connections.inc({ listener: l.kind });
+          o.metrics?.connectionsActive.inc({ listener: l.kind });
+          if (!o.rateLimiter) return cb();
+          hook(
+            log,
+            'connection rate check',
+            async () => {
+              const refusal = rateLimitReply(await o.rateLimiter!.connection(session.remoteAddress));
+              if (refusal) log.warn({ listener: l.kind, client: session.remoteAddress }, 'connection refused: rate limit');
+              return refusal;
+            },
+            cb,
+          );
         };
-        o.metrics?.connections.inc({ listener: l.kind });
-        o.metrics?.connectionsActive.inc({ listener: l.kind });
-        if (!o.rateLimiter) return cb();
-        hook(
-          log,
-          'connection rate check',
-          async () => {
-            const refusal = rateLimitReply(await o.rateLimiter!.connection(session.remoteAddress));
-            if (refusal) log.warn({ listener: l.kind, client: session.remoteAddress }, 'connection refused: rate limit');
-            return refusal;
+        const admitted = limiter.acquire(session.remoteAddress);
+        if (!(admitted instanceof Promise)) return admit(admitted);
+        admitted.then(
+          (release) => {
+            // The client may have gone while we waited for the answer: give its place back at once.
+            if (fsession.facteurClosed) release?.();
+            else admit(release);
           },
-          cb,
+          (err: unknown) => {
+            log.error({ err, listener: l.kind }, 'connection admission failed');
+            cb(Replies.internal()); // fail closed
+          },
         );
       },
 
@@ -182,6 +209,7 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
       },
 
       onClose(session) {
+        (session as FacteurSession).facteurClosed = true;
         (session as FacteurSession).facteurRelease?.();
       },
 

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
+import cluster from 'node:cluster';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { loadConfigFile, durationMs, type ConfigValues } from '../../config/load.js';
@@ -14,12 +15,12 @@ import { userAddresses } from '../../auth/backends/usersfile/format.js';
 import { createLogger, type Logger } from '../../observability/log.js';
 import { parseSenderMap, SenderPolicy, type SenderMap } from '../../policy/sender.js';
 import { PenaltyBox } from '../../policy/penalty.js';
-import { startSmtpService, type ListenerConfig, type ListenerKind, type RunningSmtp } from '../../smtp/server.js';
+import { startSmtpService, type ConnectionAdmission, type ListenerConfig, type ListenerKind, type RunningSmtp } from '../../smtp/server.js';
 import type { QueueWriter } from '../../queue/types.js';
 import { Spool } from '../../queue/spool.js';
 import { startDelivery, deliveryOptionsFromConfig, queueDirFromConfig, type DeliveryHandle } from '../../delivery/index.js';
 import { ConfigError, UsageError } from '../../lib/errors.js';
-import { rateLimiterFromConfig, type ratelimit } from '../../policy/ratelimit.js';
+import { rateLimiterFromConfig, type ratelimit, type RateStore } from '../../policy/ratelimit.js';
 import type { SectionValues } from '../../config/schema.js';
 import { createMetrics, type FacteurMetrics } from '../../observability/metrics.js';
 import { startObservabilityServer, parseListen, type ObservabilityServer } from '../../observability/http.js';
@@ -66,6 +67,22 @@ export interface ServeOptions {
   reread?: () => Promise<ConfigValues>;
   /** On stop, how long sessions in the middle of a transaction may take to finish (default 2 s; the CLI uses 30 s). */
   shutdownTimeoutMs?: number;
+  /** Start the /metrics and /health endpoint when [metrics] listen is set (default true; a worker leaves it to its primary). */
+  observability?: boolean;
+  /** In a worker of a multi-process server: the state kept by the primary for all workers (see ../cluster/). */
+  shared?: SharedState;
+}
+
+/** What the workers of a multi-process server share through their primary, so that limits hold over all of them. */
+export interface SharedState {
+  /** Simultaneous connections, counted over all workers. */
+  admission: ConnectionAdmission;
+  /** Rate-limit counters when [ratelimit] keeps them in memory (Redis is shared by itself). */
+  memoryRateStore: RateStore;
+  /** A member's addresses learned at AUTH here, told to the other workers. */
+  onLearn(login: string, addresses: readonly string[]): void;
+  /** serve() hands over its sender policy, so that addresses learned by the other workers reach it. */
+  attachSender(sender: SenderPolicy): void;
 }
 
 export interface Served extends RunningSmtp {
@@ -161,7 +178,7 @@ async function loadSenderMap(file: string): Promise<SenderMap> {
   }
 }
 
-async function openQueue(cfg: ConfigValues, log: Logger): Promise<Spool> {
+export async function openQueue(cfg: ConfigValues, log: Logger): Promise<Spool> {
   return Spool.open(queueDirFromConfig(cfg as Record<string, Record<string, unknown>>), {
     verify: cfg.queue?.verify_on_start !== false,
     lock: true, // a second server on the same queue would deliver every message twice
@@ -189,14 +206,15 @@ export async function serve(o: ServeOptions): Promise<Served> {
   if (!listeners.length) throw new ConfigError('no listener enabled: set enabled = true in [inbound], [submission] or [submissions]');
   const pol = cfg.policy;
   const metrics = o.metrics ?? createMetrics();
-  const rl = cfg.ratelimit ? rateLimiterFromConfig(cfg.ratelimit as SectionValues<typeof ratelimit.params>, { log, metrics }) : undefined;
-  const sender = new SenderPolicy({ map: await loadSenderMap(pol.sender_map as string), loginIsAddress: pol.login_is_address as boolean });
+  const rl = cfg.ratelimit ? rateLimiterFromConfig(cfg.ratelimit as SectionValues<typeof ratelimit.params>, { log, metrics, memoryStore: o.shared?.memoryRateStore }) : undefined;
+  const sender = new SenderPolicy({ map: await loadSenderMap(pol.sender_map as string), loginIsAddress: pol.login_is_address as boolean, onLearn: o.shared?.onLearn });
+  o.shared?.attachSender(sender);
   const learnUsersFile = async () => {
     if (!v.usersFile) return;
     // Members' addresses from the users file, so port 25 can refuse them as unauthenticated senders (re-read on SIGHUP;
     // addresses of users added since are also learned at their first AUTH).
     const parsed = await readUsersFile(v.usersFile).catch(() => null);
-    for (const e of parsed?.users.values() ?? []) sender.learn(e.login, userAddresses(e));
+    for (const e of parsed?.users.values() ?? []) sender.learn(e.login, userAddresses(e), { share: false }); // every worker reads the file
   };
   await learnUsersFile();
   const running = await startSmtpService({
@@ -231,10 +249,11 @@ export async function serve(o: ServeOptions): Promise<Served> {
     metrics,
     authBackendName: (cfg.auth.cyrus_config ? 'saslauthd' : (cfg.auth.backend as string)) || 'saslauthd',
     shutdownTimeoutMs: o.shutdownTimeoutMs,
+    admission: o.shared?.admission,
   });
   let observability: ObservabilityServer | undefined;
   const listen = cfg.metrics?.listen as string | undefined;
-  if (listen) {
+  if (listen && o.observability !== false) {
     const hp = parseListen(listen)!;
     observability = await startObservabilityServer({ registry: metrics.registry, host: hp.host, port: hp.port, log, checks: { smtp: () => running.bound.length > 0 } });
   }
@@ -297,7 +316,15 @@ export async function run(argv: string[]): Promise<number> {
     if (dataDir) next.server.data_dir = dataDir;
     return next;
   };
-  const served = await serve({ config, reread, shutdownTimeoutMs: 30_000 });
+  const shutdownTimeoutMs = 30_000;
+  // [server] workers > 1: this process is the primary, and cluster.fork() runs this same command line in each worker.
+  if (cluster.isWorker) return (await import('../cluster/worker.js')).runWorker({ config, reread, shutdownTimeoutMs });
+  const { workerCount, startPrimary } = await import('../cluster/primary.js');
+  const workers = workerCount(config);
+  const served: Pick<Served, 'bound' | 'dataDir' | 'reload' | 'stopAll'> =
+    workers > 1
+      ? await startPrimary({ config, workers, reread, shutdownTimeoutMs, log: createLogger({ name: 'facteur-smtp', level: config.server.log_level as string }) })
+      : await serve({ config, reread, shutdownTimeoutMs });
   if (embedded) printWelcome(served, config);
   const onHup = () => {
     served.reload().catch((err: unknown) => process.stderr.write(`facteur serve: reload failed, keeping the previous configuration and certificate: ${(err as Error).message}\n`));
@@ -315,7 +342,7 @@ export async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-function printWelcome(served: Served, cfg: ConfigValues): void {
+function printWelcome(served: Pick<Served, 'bound' | 'dataDir'>, cfg: ConfigValues): void {
   const r = path.relative(process.cwd(), served.dataDir) || '.';
   const rel = r.startsWith('..') ? served.dataDir : r;
   const port = (k: ListenerKind) => served.bound.find((b) => b.kind === k)?.port;

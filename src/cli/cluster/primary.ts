@@ -1,0 +1,213 @@
+// The primary of a multi-process `facteur serve` ([server] workers > 1): prepares what must happen once (certificate,
+// spool lock and recovery), forks the SMTP workers, delivers what they queue, serves /metrics and /health for all of
+// them, and keeps the counters that must hold over all workers (connections, rate limits, brute-force penalties).
+// Trusts its workers (forked from this program) and its configuration.
+import cluster, { type Worker } from 'node:cluster';
+import os from 'node:os';
+import path from 'node:path';
+import { AggregatorRegistry } from 'prom-client';
+import type { ConfigValues } from '../../config/load.js';
+import { ConfigError } from '../../lib/errors.js';
+import type { Logger } from '../../observability/log.js';
+import { startObservabilityServer, parseListen, type ObservabilityServer } from '../../observability/http.js';
+import { ConnectionLimiter } from '../../policy/connlimit.js';
+import { MemoryRateStore } from '../../policy/ratelimit.js';
+import { startDelivery, deliveryOptionsFromConfig, type DeliveryHandle } from '../../delivery/index.js';
+import type { ListenerKind } from '../../smtp/server.js';
+import { openQueue, tlsFiles } from '../commands/serve.js';
+import { isFacteurMessage, type PrimaryMessage, type WorkerMessage } from './messages.js';
+
+/** The number of SMTP worker processes a configuration asks for (0: one per CPU core). */
+export function workerCount(cfg: ConfigValues): number {
+  const n = Number(cfg.server.workers ?? 1);
+  return n === 0 ? Math.max(1, os.availableParallelism()) : n;
+}
+
+export interface PrimaryOptions {
+  config: ConfigValues;
+  workers: number;
+  log: Logger;
+  reread: () => Promise<ConfigValues>;
+  /** Start the delivery scheduler (default true; the SMTP benchmark turns it off). */
+  delivery?: boolean;
+  /** How long workers may take to finish their sessions when stopping. */
+  shutdownTimeoutMs: number;
+}
+
+export interface RunningPrimary {
+  dataDir: string;
+  bound: { kind: ListenerKind; host: string; port: number }[];
+  observability?: ObservabilityServer;
+  /** SIGHUP: check the new configuration and certificate here, then have every worker reload. */
+  reload(): Promise<void>;
+  /** Stop the workers (their sessions get shutdownTimeoutMs to finish), then delivery and the spool. */
+  stopAll(): Promise<void>;
+}
+
+/** A worker that exits before it is ready cannot start at all (a port in use, a bad file): stop with its reason. */
+const START_TIMEOUT_MS = 60_000;
+const RESPAWN_DELAY_MS = 1_000;
+
+export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
+  const cfg = o.config;
+  const s = cfg.server;
+  const log = o.log;
+  const dataDir = path.resolve(s.data_dir as string);
+  // Once, before forking: N workers must not race to generate the certificate, and only one process may own the queue.
+  await tlsFiles(cfg, dataDir, (s.hostname as string) || os.hostname(), log);
+  const spool = await openQueue(cfg, log);
+  let delivery: DeliveryHandle | undefined;
+  const limiter = new ConnectionLimiter(s.max_connections as number, s.max_connections_per_ip as number);
+  const rates = new MemoryRateStore();
+  /** Connection tokens by number, with the worker holding each (released all at once if that worker dies). */
+  const tokens = new Map<number, { release: () => void; worker: number }>();
+  let nextToken = 1;
+  const ready = new Map<number, RunningPrimary['bound']>();
+  let stopping = false;
+  let failStart: ((err: Error) => void) | undefined;
+
+  const sendTo = (w: Worker, m: PrimaryMessage) => {
+    if (w.isConnected()) w.send(m);
+  };
+  const others = (from: Worker) => Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w !== from);
+
+  const onMessage = (w: Worker, raw: unknown) => {
+    if (!isFacteurMessage(raw)) return;
+    const m = raw as WorkerMessage;
+    switch (m.t) {
+      case 'facteur:ready':
+        ready.set(w.id, m.bound);
+        break;
+      case 'facteur:fatal':
+        failStart?.(new ConfigError(m.message));
+        log.error({ worker: w.id, error: m.message }, 'smtp worker could not start');
+        break;
+      case 'facteur:commit':
+        spool.announce(m.id);
+        break;
+      case 'facteur:conn-acquire': {
+        const release = limiter.acquire(m.ip);
+        let token: number | null = null;
+        if (release) {
+          token = nextToken++;
+          tokens.set(token, { release, worker: w.id });
+        }
+        sendTo(w, { t: 'facteur:conn-answer', req: m.req, token });
+        break;
+      }
+      case 'facteur:conn-release':
+        tokens.get(m.token)?.release();
+        tokens.delete(m.token);
+        break;
+      case 'facteur:rate':
+        rates.hit(m.key, m.cost, m.windowMs, m.limit).then(
+          (result) => sendTo(w, { t: 'facteur:rate-answer', req: m.req, result }),
+          (err: unknown) => sendTo(w, { t: 'facteur:rate-answer', req: m.req, error: (err as Error).message }),
+        );
+        break;
+      case 'facteur:penalty':
+      case 'facteur:learn':
+        for (const x of others(w)) sendTo(x, m);
+        break;
+    }
+  };
+
+  const fork = () => {
+    const w = cluster.fork();
+    w.on('message', (m: unknown) => onMessage(w, m));
+    w.on('exit', (code, signal) => {
+      const wasReady = ready.delete(w.id);
+      for (const [t, v] of tokens) {
+        if (v.worker !== w.id) continue;
+        v.release();
+        tokens.delete(t);
+      }
+      if (stopping) return;
+      if (!wasReady && failStart) {
+        failStart(new Error(`an SMTP worker exited before it was ready (code ${code}, signal ${signal})`));
+        return;
+      }
+      log.error({ worker: w.id, code, signal }, 'smtp worker died; starting another');
+      // A replacement that cannot start either (it reports why) is retried less often.
+      setTimeout(() => {
+        if (!stopping) fork();
+      }, wasReady ? RESPAWN_DELAY_MS : 5 * RESPAWN_DELAY_MS);
+    });
+    return w;
+  };
+
+  const stopWorkers = async () => {
+    stopping = true;
+    const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
+    await Promise.all(
+      alive.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            if (w.isDead()) return resolve();
+            const kill = setTimeout(() => w.process.kill('SIGKILL'), o.shutdownTimeoutMs + 5_000);
+            w.once('exit', () => {
+              clearTimeout(kill);
+              resolve();
+            });
+            sendTo(w, { t: 'facteur:stop' });
+          }),
+      ),
+    );
+  };
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const done = (err?: Error) => {
+        clearTimeout(timer);
+        clearInterval(check);
+        if (err) reject(err);
+        else resolve();
+      };
+      const timer = setTimeout(() => done(new Error(`the SMTP workers were not ready within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+      const check = setInterval(() => ready.size >= o.workers && done(), 20);
+      failStart = done;
+      for (let i = 0; i < o.workers; i++) fork();
+    });
+  } catch (err) {
+    await stopWorkers();
+    await spool.close();
+    throw err;
+  } finally {
+    failStart = undefined;
+  }
+
+  if (o.delivery !== false) delivery = startDelivery({ spool, options: deliveryOptionsFromConfig(cfg as Record<string, Record<string, unknown>>), log });
+  const bound = [...ready.values()][0];
+  let observability: ObservabilityServer | undefined;
+  const listen = cfg.metrics?.listen as string | undefined;
+  if (listen) {
+    const agg = new AggregatorRegistry();
+    const hp = parseListen(listen)!;
+    observability = await startObservabilityServer({
+      registry: { contentType: agg.contentType, metrics: () => agg.clusterMetrics() },
+      host: hp.host,
+      port: hp.port,
+      log,
+      checks: { smtp: () => ready.size === o.workers },
+    });
+  }
+  log.info({ workers: o.workers, listeners: bound }, 'smtp workers ready');
+  return {
+    dataDir,
+    bound,
+    observability,
+    async reload() {
+      const next = await o.reread();
+      // Checked here first: a bad certificate or file is reported once and no worker switches.
+      await tlsFiles(next, dataDir, (next.server.hostname as string) || os.hostname(), log);
+      for (const w of Object.values(cluster.workers ?? {})) if (w) sendTo(w, { t: 'facteur:reload' });
+      log.info({ workers: ready.size }, 'reload sent to the smtp workers');
+    },
+    async stopAll() {
+      await observability?.close();
+      await stopWorkers();
+      await delivery?.stop();
+      await spool.close();
+    },
+  };
+}

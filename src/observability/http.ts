@@ -2,7 +2,6 @@
 // Trusts nothing from the request but its method and path; binds to 127.0.0.1 unless told otherwise; serves no secret.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Registry } from 'prom-client';
 import type { Logger } from './log.js';
 import { defineSection } from '../config/schema.js';
 

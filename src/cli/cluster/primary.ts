@@ -66,8 +66,9 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
   let stopping = false;
   let failStart: ((err: Error) => void) | undefined;
 
+  // A worker that is exiting may close its channel between the check and the write: that is not an error here.
   const sendTo = (w: Worker, m: PrimaryMessage) => {
-    if (w.isConnected()) w.send(m);
+    if (w.isConnected()) w.send(m, undefined, () => undefined);
   };
   const others = (from: Worker) => Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w !== from);
 
@@ -115,6 +116,7 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
   const fork = () => {
     const w = cluster.fork();
     w.on('message', (m: unknown) => onMessage(w, m));
+    w.on('error', (err: Error) => log.debug({ worker: w.id, err: err.message }, 'smtp worker channel error'));
     w.on('exit', (code, signal) => {
       const wasReady = ready.delete(w.id);
       for (const [t, v] of tokens) {

@@ -5,6 +5,8 @@ import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import path from 'node:path';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { freePort, tempDir, waitForSocket } from '../helpers/net.js';
@@ -31,8 +33,29 @@ const logLines = (): LogLine[] =>
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as LogLine);
 
+/** A self-signed EC certificate for CN=cn into dir/cert.pem and dir/key.pem; returns its SHA-256 fingerprint. */
+function makeCert(d: string, cn: string): string {
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', `/CN=${cn}`, '-keyout', path.join(d, 'key.pem'), '-out', path.join(d, 'cert.pem')], { stdio: 'ignore' });
+  return new X509Certificate(readFileSync(path.join(d, 'cert.pem'))).fingerprint256;
+}
+
+/** The fingerprint of the certificate the implicit-TLS listener presents to a new connection. */
+function presented(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ port: ports.submissions, host: '127.0.0.1', rejectUnauthorized: false }, () => {
+      resolve(s.getPeerX509Certificate()!.fingerprint256);
+      s.destroy();
+    });
+    s.once('error', reject);
+  });
+}
+
+let firstCert = '';
+
 function configText(data: string, p: typeof ports, extra = ''): string {
   return `[server]
+tls_cert = ${JSON.stringify(path.join(dir, 'cert.pem'))}
+tls_key = ${JSON.stringify(path.join(dir, 'key.pem'))}
 data_dir = ${JSON.stringify(data)}
 hostname = "mx.test"
 local_domains = ["localhost"]
@@ -55,6 +78,7 @@ before(async () => {
   await fs.mkdir(data, { recursive: true });
   const add = await facteur(['user', 'add', '--file', path.join(data, 'users'), 'alice@localhost'], 'alice pass\nalice pass\n');
   assert.equal(add.code, 0, add.stderr);
+  firstCert = makeCert(dir, 'first.test');
   await fs.writeFile(path.join(dir, 'facteur.toml'), configText(data, ports, `[metrics]\nlisten = "127.0.0.1:${metricsPort}"`));
   proc = spawn(FACTEUR, ['serve', '--config', path.join(dir, 'facteur.toml')], { stdio: ['ignore', 'ignore', 'pipe'] });
   proc.stderr!.on('data', (d) => (stderr += d));
@@ -96,14 +120,17 @@ test('two worker processes under the primary, and connections are spread over bo
     assert.match(await s.cmd('QUIT'), /^221/);
     s.close();
   }
-  const { s, reply } = await authSession('alice@localhost', 'alice pass');
-  assert.match(reply, /^235 /);
-  s.close();
-  const { s: s2, reply: reply2 } = await authSession('alice@localhost', 'alice pass');
-  assert.match(reply2, /^235 /);
-  s2.close();
-  const workers = new Set(logLines().filter((l) => l.msg === 'auth ok').map((l) => l.worker));
-  assert.deepEqual([...workers].sort(), [1, 2], 'both workers answered an AUTH');
+  // Round robin hands each new connection to a free worker: a few sessions reach both (logs are written asynchronously).
+  for (let i = 0; i < 6; i++) {
+    const { s, reply } = await authSession('alice@localhost', 'alice pass');
+    assert.match(reply, /^235 /);
+    s.close();
+  }
+  const workers = await eventually(async () => {
+    const w = new Set(logLines().filter((l) => l.msg === 'auth ok').map((l) => l.worker));
+    return w.size === 2 ? w : undefined;
+  }, 'AUTH answered by both workers');
+  assert.deepEqual([...workers].sort(), [1, 2]);
 });
 
 test('wrong passwords seen by different workers add up: the brute-force delay starts as for one process', async () => {
@@ -116,7 +143,8 @@ test('wrong passwords seen by different workers add up: the brute-force delay st
   }
   const failures = await eventually(async () => {
     const f = logLines().filter((l) => l.msg === 'auth failed' && l.user === 'mallory@localhost');
-    return f.length === 8 ? f : undefined;
+    // Two processes write the log: order by their timestamps (each failure is a new TLS session, milliseconds apart).
+    return f.length === 8 ? f.sort((a, b) => (a.time as number) - (b.time as number)) : undefined;
   }, 'eight failure log lines');
   assert.deepEqual(new Set(failures.map((l) => l.worker)).size, 2, 'the failures went to both workers');
   assert.deepEqual(
@@ -191,6 +219,18 @@ async function metricValue(name: string, labels: string): Promise<number> {
   const line = r.stdout.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(labels));
   return line ? Number(line.split(' ').at(-1)) : 0;
 }
+
+test('SIGHUP to the primary gives every worker the new certificate for new sessions', async () => {
+  for (let i = 0; i < 2; i++) assert.equal(await presented(), firstCert);
+  const second = makeCert(dir, 'second.test');
+  assert.notEqual(second, firstCert);
+  proc.kill('SIGHUP');
+  await eventually(async () => {
+    const seen = [await presented(), await presented(), await presented(), await presented()];
+    return seen.every((f) => f === second) ? true : undefined;
+  }, 'the new certificate on four connections in a row (both workers)');
+  await eventually(async () => (logLines().filter((l) => l.msg === 'tls certificate reloaded for new sessions').length === 2 ? true : undefined), 'both workers log the reload');
+});
 
 test('a killed worker is replaced and service goes on', async () => {
   const [victim] = workerPids();

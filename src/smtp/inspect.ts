@@ -1,5 +1,6 @@
 // Checks a message's bytes as they stream in: size limit, bare CR/LF (rejected or normalized), NUL, lines over 998
 // octets, 8-bit content; keeps the header block for the From: check. Trusts nothing; holds only the header block.
+import { isAscii } from 'node:buffer';
 import { Replies, type SmtpReply } from '../mail/reply.js';
 
 const MAX_HEADER_BLOCK = 64 * 1024;
@@ -30,6 +31,7 @@ export class MessageInspector {
     this.bytes += chunk.length;
     if (this.bytes > this.maxBytes) this.fail(Replies.tooBig());
     if (this.violation) return undefined;
+    if (!this.prevCR && this.cleanChunk(chunk)) return chunk;
     const normalize = this.bareNewline === 'normalize';
     const parts: Buffer[] = [];
     let from = 0;
@@ -75,6 +77,51 @@ export class MessageInspector {
   }
 
   private lastWasCR = false;
+
+  /**
+   * The common case, found with native searches instead of a byte loop (a 10 KB message took ~100 µs that way): every
+   * line ends in CRLF, no NUL, no line over 998 octets. Updates the state and keeps the header as feed() would, and
+   * returns true; anything else returns false with nothing changed, and the byte loop decides (and names the problem).
+   */
+  private cleanChunk(chunk: Buffer): boolean {
+    if (chunk.indexOf(0) !== -1) return false;
+    let lineLen = this.lineLen;
+    let lineEmpty = this.lineEmpty;
+    let headerEndsHere = this.headerEndsHere;
+    let pos = 0;
+    let pendingCR: boolean;
+    for (;;) {
+      const lf = chunk.indexOf(0x0a, pos);
+      if (lf === -1) {
+        // The unfinished last line; a CR at its very end waits for the next chunk's LF.
+        const end = chunk.length > pos && chunk[chunk.length - 1] === 0x0d ? chunk.length - 1 : chunk.length;
+        const cr = chunk.indexOf(0x0d, pos);
+        if (cr !== -1 && cr < end) return false;
+        lineLen += end - pos;
+        if (lineLen > MAX_LINE) return false;
+        if (end > pos) lineEmpty = false;
+        pendingCR = end < chunk.length;
+        break;
+      }
+      // A line ending here must end in CRLF, with no other CR in it (the previous chunk did not end in CR).
+      if (lf === pos || chunk[lf - 1] !== 0x0d || chunk.indexOf(0x0d, pos) < lf - 1) return false;
+      lineLen += lf - 1 - pos;
+      if (lineLen > MAX_LINE) return false;
+      if (lf - 1 > pos) lineEmpty = false;
+      if (lineEmpty && !this.headerComplete) headerEndsHere = true;
+      lineLen = 0;
+      lineEmpty = true;
+      pos = lf + 1;
+    }
+    this.lineLen = lineLen;
+    this.lineEmpty = lineEmpty;
+    this.headerEndsHere = headerEndsHere;
+    this.prevCR = pendingCR;
+    if (chunk.length) this.lastWasCR = chunk[chunk.length - 1] === 0x0d;
+    if (!this.eightBit && !isAscii(chunk)) this.eightBit = true;
+    if (!this.headerComplete) this.keepHeader(chunk);
+    return true;
+  }
 
   private endLine(): void {
     if (this.lineEmpty && !this.headerComplete) this.headerEndsHere = true;

@@ -66,3 +66,39 @@ test('8-bit content is noticed', () => {
   assert.equal(run(['caf\xe9\r\n']).i.eightBit, true);
   assert.equal(run(['cafe\r\n']).i.eightBit, false);
 });
+
+test('the native-search fast path decides exactly as the byte loop (random messages, random chunking, both modes)', () => {
+  const byte = fc.constantFrom(0x61, 0x20, 0x3a, 0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0xe9);
+  const message = fc.oneof(
+    fc.array(byte, { maxLength: 400 }),
+    // mostly clean CRLF lines, some long, so that the fast path is taken and its line counting matters
+    fc.array(fc.tuple(fc.integer({ min: 0, max: 1100 }), fc.constantFrom('\r\n', '\r\n', '\r\n', '\n', '\r')), { maxLength: 6 }).map((ls) => [...Buffer.from(ls.map(([n, end]) => `${'x'.repeat(n)}${end}`).join(''), 'latin1')]),
+  );
+  fc.assert(
+    fc.property(message, fc.array(fc.integer({ min: 1, max: 300 }), { maxLength: 8 }), fc.constantFrom('reject', 'normalize'), (bytes, cuts, mode) => {
+      const buf = Buffer.from(bytes);
+      const chunks: Buffer[] = [];
+      let pos = 0;
+      for (const c of cuts) {
+        if (pos >= buf.length) break;
+        chunks.push(buf.subarray(pos, pos + c));
+        pos += c;
+      }
+      chunks.push(buf.subarray(pos));
+      const outcome = (slowOnly: boolean) => {
+        const i = new MessageInspector(1e9, mode as 'reject' | 'normalize');
+        if (slowOnly) (i as unknown as { cleanChunk: () => boolean }).cleanChunk = () => false;
+        const out: Buffer[] = [];
+        for (const c of chunks) {
+          const b = i.feed(c);
+          if (!b) break;
+          out.push(Buffer.from(b)); // copy: the fast path returns the chunk itself
+        }
+        const tail = i.violation ? undefined : i.finish();
+        return { out: Buffer.concat(tail ? [...out, tail] : out).toString('latin1'), violation: i.violation?.toString(), eightBit: i.eightBit, header: i.headerText(), headerComplete: i.headerComplete };
+      };
+      assert.deepEqual(outcome(false), outcome(true));
+    }),
+    { numRuns: 3000 },
+  );
+});

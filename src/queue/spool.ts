@@ -64,6 +64,14 @@ export interface QueueEntry {
   status: MessageStatus;
 }
 
+/** A queue entry with its bytes (Spool.load). */
+export interface LoadedMessage extends QueueEntry {
+  /** The message without spool framing (a view into the file's buffer). */
+  message: Buffer;
+  /** Whether status/<id>.json exists (false: first attempt, nothing recorded yet). */
+  statusStored: boolean;
+}
+
 const MAGIC = 'FACTEUR-SPOOL 1';
 const TRAILER_TAG = '\nFACTEUR-END ';
 // "\nFACTEUR-END " + 16 hex length + " " + 64 hex sha256 + "\n"
@@ -101,6 +109,9 @@ class DirSyncer {
   count = 0;
   private running = false;
   private waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private lazyTimer: NodeJS.Timeout | undefined;
+  /** Work to do once a directory fsync has covered what was marked with soon() (e.g. a delivered message's status file). */
+  private afterLazy: (() => Promise<void>)[] = [];
   constructor(private readonly dir: string) {}
 
   sync(): Promise<void> {
@@ -110,11 +121,40 @@ class DirSyncer {
     });
   }
 
+  /**
+   * A change nobody waits for (a delivered message's unlink): made durable by the next fsync of this directory,
+   * whichever comes first, a commit's (group commit) or one at most LAZY_SYNC_MS later. `then` runs after that fsync.
+   */
+  soon(then?: () => Promise<void>): void {
+    if (then) this.afterLazy.push(then);
+    // An fsync already running may have started before the change: the timer is re-armed, so one starts after it.
+    if (!this.lazyTimer) this.arm();
+  }
+
+  private arm(): void {
+    this.lazyTimer = setTimeout(() => {
+      this.lazyTimer = undefined;
+      void this.sync().catch(() => undefined);
+    }, LAZY_SYNC_MS);
+    this.lazyTimer.unref();
+  }
+
+  /** Run a pending lazy fsync now (close()). */
+  async flush(): Promise<void> {
+    if (!this.lazyTimer && !this.afterLazy.length) return;
+    await this.sync();
+  }
+
   private async run(): Promise<void> {
     this.running = true;
     while (this.waiters.length) {
       const batch = this.waiters;
       this.waiters = [];
+      // Everything marked with soon() before this fsync starts is covered by it.
+      if (this.lazyTimer) clearTimeout(this.lazyTimer);
+      this.lazyTimer = undefined;
+      const after = this.afterLazy;
+      this.afterLazy = [];
       try {
         const fh = await fsp.open(this.dir, 'r');
         this.count++;
@@ -124,13 +164,20 @@ class DirSyncer {
           await fh.close();
         }
         for (const w of batch) w.resolve();
+        for (const fn of after) await fn().catch(() => undefined);
       } catch (err) {
         for (const w of batch) w.reject(err);
+        // Not known to be durable: try again later.
+        this.afterLazy.push(...after);
+        if (after.length && !this.lazyTimer) this.arm();
       }
     }
     this.running = false;
   }
 }
+
+/** Longest time a delivered message's removal waits for a directory fsync when no commit brings one sooner. */
+export const LAZY_SYNC_MS = 1000;
 
 function header(envelope: Envelope): Buffer {
   const env = Buffer.from(JSON.stringify(envelope), 'utf8');
@@ -147,11 +194,48 @@ interface Framing {
   size: number;
 }
 
+/** Files up to this size are read with one read() (framing, checksum and message from one buffer). */
+const WHOLE_READ_MAX = 1024 * 1024;
+
+/** Parse and check the framing of a whole spool file held in memory (and its checksum when `verify`). */
+function parseFraming(buf: Buffer, verify: boolean): Framing {
+  const fileSize = buf.length;
+  const nl = buf.subarray(0, 64).indexOf(0x0a);
+  if (nl < 0) throw new Error('no header line');
+  const m = /^FACTEUR-SPOOL 1 (\d+)$/.exec(buf.toString('ascii', 0, nl));
+  if (!m) throw new Error('bad magic');
+  const envLen = Number(m[1]);
+  if (envLen > MAX_HEADER) throw new Error('envelope too large');
+  const bodyOffset = nl + 1 + envLen + 1;
+  if (fileSize < bodyOffset + TRAILER_LEN) throw new Error('truncated');
+  if (buf[bodyOffset - 1] !== 0x0a) throw new Error('envelope not terminated');
+  const envelope = JSON.parse(buf.toString('utf8', nl + 1, nl + 1 + envLen)) as Envelope;
+  const t = /^\nFACTEUR-END ([0-9a-f]{16}) ([0-9a-f]{64})\n$/.exec(buf.toString('ascii', fileSize - TRAILER_LEN));
+  if (!t) throw new Error('no end marker');
+  const size = parseInt(t[1], 16);
+  if (size !== fileSize - bodyOffset - TRAILER_LEN) throw new Error('length mismatch');
+  if (verify && crypto.createHash('sha256').update(buf.subarray(0, fileSize - TRAILER_LEN)).digest('hex') !== t[2]) throw new Error('checksum mismatch');
+  return { envelope, bodyOffset, size };
+}
+
+/** Read a whole file with one open, fstat, read and close (fewer round trips than fsp.readFile's chunked loop). */
+async function readWhole(fh: fsp.FileHandle, fileSize: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(fileSize);
+  let pos = 0;
+  while (pos < fileSize) {
+    const { bytesRead } = await fh.read(buf, pos, fileSize - pos, pos);
+    if (bytesRead === 0) throw new Error('short read');
+    pos += bytesRead;
+  }
+  return buf;
+}
+
 /** Parse the header and trailer of a spool file (and verify the checksum when `verify`). Throws on any inconsistency. */
 async function readFraming(file: string, verify: boolean): Promise<Framing> {
   const fh = await fsp.open(file, 'r');
   try {
     const { size: fileSize } = await fh.stat();
+    if (fileSize <= WHOLE_READ_MAX) return parseFraming(await readWhole(fh, fileSize), verify);
     const headBuf = Buffer.alloc(Math.min(fileSize, 64 * 1024));
     await fh.read(headBuf, 0, headBuf.length, 0);
     const nl = headBuf.indexOf(0x0a);
@@ -174,7 +258,7 @@ async function readFraming(file: string, verify: boolean): Promise<Framing> {
     if (size !== fileSize - bodyOffset - TRAILER_LEN) throw new Error('length mismatch');
     if (verify) {
       const h = crypto.createHash('sha256');
-      const chunk = Buffer.alloc(256 * 1024);
+      const chunk = Buffer.allocUnsafe(256 * 1024);
       let pos = 0;
       const end = fileSize - TRAILER_LEN;
       while (pos < end) {
@@ -189,6 +273,21 @@ async function readFraming(file: string, verify: boolean): Promise<Framing> {
   } finally {
     await fh.close();
   }
+}
+
+/** Run fn over items with at most `limit` at a time; results in input order. */
+async function mapLimit<T, R>(items: T[], limit: number, fn: (x: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]);
+      }
+    }),
+  );
+  return out;
 }
 
 export interface SpoolOpenOptions {
@@ -266,6 +365,7 @@ export class Spool implements QueueWriter {
 
   /** Release the lock (if taken). The object stays usable for reading. */
   async close(): Promise<void> {
+    for (const s of this.syncers.values()) await s.flush().catch(() => undefined);
     if (!this.locked) return;
     this.locked = false;
     await fsp.rm(path.join(this.dir, 'lock'), { force: true });
@@ -303,7 +403,18 @@ export class Spool implements QueueWriter {
     for (const f of await fsp.readdir(this.dirOf('incoming'))) await discard(path.join(this.dirOf('incoming'), f), 'incomplete (never committed)', false);
     const ids = new Set<string>();
     for (const state of QUEUE_STATES) {
-      for (const f of await fsp.readdir(this.dirOf(state))) {
+      const names = await fsp.readdir(this.dirOf(state));
+      // Files are checked several at a time (the reads overlap on the I/O pool); decisions are made in listing order.
+      const checks = await mapLimit(names, 8, async (f) => {
+        if (!isQueueId(f) || ids.has(f)) return undefined;
+        try {
+          await readFraming(path.join(this.dirOf(state), f), opts.verify ?? true);
+          return 'ok';
+        } catch (err) {
+          return `corrupt: ${(err as Error).message}`;
+        }
+      });
+      for (const [i, f] of names.entries()) {
         const file = path.join(this.dirOf(state), f);
         if (!isQueueId(f)) {
           await discard(file, 'not a queue file name', true);
@@ -314,13 +425,10 @@ export class Spool implements QueueWriter {
           await discard(file, 'duplicate', true);
           continue;
         }
-        try {
-          await readFraming(file, opts.verify ?? true);
+        if (checks[i] === 'ok') {
           ids.add(f);
           this.report.kept++;
-        } catch (err) {
-          await discard(file, `corrupt: ${(err as Error).message}`, true);
-        }
+        } else await discard(file, checks[i]!, true);
       }
     }
     for (const f of await fsp.readdir(this.dirOf('status'))) {
@@ -534,13 +642,76 @@ export class Spool implements QueueWriter {
     return true;
   }
 
-  /** Remove a message (delivered, bounced or deleted by the administrator). */
-  async remove(id: string): Promise<boolean> {
-    const st = await this.locate(id);
-    if (st) await fsp.rm(this.fileOf(st, id), { force: true });
-    await fsp.rm(path.join(this.dirOf('status'), `${id}.json`), { force: true });
-    if (st) await this.syncer(this.dirOf(st)).sync();
-    return st !== undefined;
+  /**
+   * Envelope, state, status and the message bytes with one read of the queue file (the delivery path), trying `state`
+   * first. The status file is read at the same time. Undefined if the message is gone.
+   */
+  async load(id: string, state?: QueueState): Promise<LoadedMessage | undefined> {
+    if (!isQueueId(id)) return undefined;
+    const statusRead = this.readStatus(id); // never rejects (as in get())
+    for (const st of state ? [state, ...QUEUE_STATES.filter((x) => x !== state)] : QUEUE_STATES) {
+      let fh: fsp.FileHandle;
+      try {
+        fh = await fsp.open(this.fileOf(st, id), 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      let buf: Buffer;
+      try {
+        buf = await readWhole(fh, (await fh.stat()).size);
+      } finally {
+        await fh.close();
+      }
+      const fr = parseFraming(buf, false);
+      const stored = await statusRead;
+      return {
+        id,
+        state: st,
+        size: fr.size,
+        envelope: fr.envelope,
+        status: stored ?? initialStatus(fr.envelope),
+        statusStored: stored !== undefined,
+        message: buf.subarray(fr.bodyOffset, fr.bodyOffset + fr.size),
+      };
+    }
+    await statusRead;
+    return undefined;
+  }
+
+  /**
+   * Remove a message (delivered, bounced or deleted by the administrator). The queue file goes first; its status file
+   * only once the directory fsync covering that unlink is done (a crash in between must not leave a message without
+   * its recorded results). Options for the delivery path: `state`, where the caller just read it (saves a lookup);
+   * `lazy`, do not wait for the directory fsync (see LAZY_SYNC_MS); `status: false`, no status file was ever written.
+   */
+  async remove(id: string, opts: { state?: QueueState; lazy?: boolean; status?: boolean } = {}): Promise<boolean> {
+    let st: QueueState | undefined = opts.state;
+    if (st) {
+      try {
+        await fsp.unlink(this.fileOf(st, id));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        st = undefined; // moved meanwhile (facteur queue hold?): look for it
+      }
+    }
+    if (!st) {
+      st = await this.locate(id);
+      if (st) await fsp.rm(this.fileOf(st, id), { force: true });
+    }
+    const statusFile = path.join(this.dirOf('status'), `${id}.json`);
+    const dropStatus = opts.status === false ? undefined : () => fsp.rm(statusFile, { force: true });
+    if (!st) {
+      await dropStatus?.();
+      return false;
+    }
+    const syncer = this.syncer(this.dirOf(st));
+    if (opts.lazy) syncer.soon(dropStatus);
+    else {
+      await syncer.sync();
+      await dropStatus?.();
+    }
+    return true;
   }
 }
 

@@ -112,6 +112,7 @@ class DirSyncer {
   private lazyTimer: NodeJS.Timeout | undefined;
   /** Work to do once a directory fsync has covered what was marked with soon() (e.g. a delivered message's status file). */
   private afterLazy: (() => Promise<void>)[] = [];
+  private afterRunning: Promise<void> = Promise.resolve();
   constructor(private readonly dir: string) {}
 
   sync(): Promise<void> {
@@ -141,8 +142,8 @@ class DirSyncer {
 
   /** Run a pending lazy fsync now (close()). */
   async flush(): Promise<void> {
-    if (!this.lazyTimer && !this.afterLazy.length) return;
-    await this.sync();
+    if (this.lazyTimer || this.afterLazy.length) await this.sync();
+    await this.afterRunning;
   }
 
   private async run(): Promise<void> {
@@ -164,7 +165,7 @@ class DirSyncer {
           await fh.close();
         }
         for (const w of batch) w.resolve();
-        for (const fn of after) await fn().catch(() => undefined);
+        if (after.length) this.afterRunning = Promise.all([this.afterRunning, ...after.map((fn) => fn().catch(() => undefined))]).then(() => undefined);
       } catch (err) {
         for (const w of batch) w.reject(err);
         // Not known to be durable: try again later.

@@ -118,3 +118,74 @@ test('lock: a second locking open fails while the owner lives; a stale lock (dea
   await assert.rejects(fs.access(path.join(dir, 'lock')));
   await a.close();
 });
+
+test('load reads envelope, bytes, state and status in one go, trying the given state first', async () => {
+  const dir = await tempDir();
+  const spool = await Spool.open(dir);
+  const body = Buffer.from('Subject: load\r\n\r\nbytes \xe9\r\n', 'latin1');
+  const id = await spool.commit(env(['a@example.org', 'b@example.org']), Readable.from([body]));
+  const first = await spool.load(id);
+  assert.equal(first?.state, 'active');
+  assert.deepEqual(first?.message, body);
+  assert.equal(first?.size, body.length);
+  assert.equal(first?.statusStored, false);
+  assert.deepEqual(first?.status, initialStatus(first!.envelope));
+  const st = initialStatus(first!.envelope);
+  st.attempts = 1;
+  st.recipients[0].state = 'delivered';
+  await spool.writeStatus(id, st);
+  assert.ok(await spool.move(id, 'active', 'deferred'));
+  const second = await spool.load(id, 'active'); // stale hint: still found
+  assert.equal(second?.state, 'deferred');
+  assert.equal(second?.statusStored, true);
+  assert.equal(second?.status.recipients[0].state, 'delivered');
+  assert.deepEqual(second?.message, body);
+  assert.equal(await spool.load('0000000000000NOTHERE'), undefined);
+});
+
+test('remove without waiting for the directory fsync: the file goes at once, the status file only after the fsync', async () => {
+  const dir = await tempDir();
+  const spool = await Spool.open(dir);
+  const id = await spool.commit(env(), Readable.from([Buffer.from('Subject: x\r\n\r\nx\r\n')]));
+  const e = (await spool.load(id))!;
+  e.status.attempts = 1;
+  await spool.writeStatus(id, e.status);
+  const syncsBefore = spool.activeDirSyncs;
+  assert.equal(await spool.remove(id, { state: 'active', lazy: true, status: true }), true);
+  assert.equal(await spool.locate(id), undefined);
+  assert.equal(spool.activeDirSyncs, syncsBefore, 'not waited for');
+  assert.deepEqual(await fs.readdir(path.join(dir, 'status')), [`${id}.json`], 'status kept until the unlink is durable');
+  // A commit's directory fsync covers the earlier unlink.
+  await spool.commit(env(), Readable.from([Buffer.from('Subject: y\r\n\r\ny\r\n')]));
+  for (let i = 0; i < 50 && (await fs.readdir(path.join(dir, 'status'))).length; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(await fs.readdir(path.join(dir, 'status')), []);
+  // Without a commit, close() flushes the pending fsync.
+  const id2 = await spool.commit(env(), Readable.from([Buffer.from('Subject: z\r\n\r\nz\r\n')]));
+  await spool.writeStatus(id2, initialStatus(env()));
+  const n = spool.activeDirSyncs;
+  await spool.remove(id2, { state: 'active', lazy: true, status: true });
+  await spool.close();
+  assert.equal(spool.activeDirSyncs, n + 1);
+  assert.deepEqual(await fs.readdir(path.join(dir, 'status')), []);
+  // A wrong state hint still removes the message where it is.
+  const id3 = await spool.commit(env(), Readable.from([Buffer.from('Subject: w\r\n\r\nw\r\n')]));
+  assert.ok(await spool.move(id3, 'active', 'hold'));
+  assert.equal(await spool.remove(id3, { state: 'active' }), true);
+  assert.equal(await spool.locate(id3), undefined);
+});
+
+test('large files (over the one-read size) are checked in chunks at reopen: kept when intact, set aside when damaged', async () => {
+  const dir = await tempDir();
+  const spool = await Spool.open(dir);
+  const big = Buffer.alloc(1536 * 1024, 'abcdefgh\r\n');
+  const good = await spool.commit(env(), Readable.from([big]));
+  const bad = await spool.commit(env(), Readable.from([big]));
+  const fb = path.join(dir, 'active', bad);
+  const h = await fs.open(fb, 'r+');
+  await h.write(Buffer.from('X'), 0, 1, 700 * 1024);
+  await h.close();
+  const again = await Spool.open(dir);
+  assert.equal(again.report.kept, 1);
+  assert.deepEqual(again.report.discarded.map((d) => [path.basename(d.file), d.reason]), [[bad, 'corrupt: checksum mismatch']]);
+  assert.deepEqual((await again.load(good))?.message, big);
+});

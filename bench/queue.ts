@@ -1,7 +1,7 @@
 // Queue benchmark: facteur versus Debian's Postfix, same machine, same run. (1) enqueue throughput over plain SMTP with
 // the fsync guarantee and delivery held (smtp-source and the Node generator), plus facteur's raw Spool.commit rate;
 // (2) end-to-end: M messages submitted, relayed to one local smtp-sink, timed until the sink has counted all M.
-// Trusts the binaries it starts; every 4xx/5xx, timeout or missing message is an error. Usage: npm run bench:queue [-- --quick] [--no-doc]
+// Trusts the binaries it starts; every 4xx/5xx, timeout or missing message is an error. Usage: npm run bench:queue [-- --quick] [--no-doc] [--workers N]
 import { spawn, spawnSync, execFile } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -33,6 +33,15 @@ if (!process.env.FACTEUR_BENCH_LOCKED) {
 const run = promisify(execFile);
 const QUICK = argv.includes('--quick');
 const WRITE_DOC = !argv.includes('--no-doc');
+/** `--workers N`: facteur serve with `[server] workers = N` (its multi-process mode); its rows say so. Default 1 (key not written). */
+const WORKERS = (() => {
+  const i = argv.indexOf('--workers');
+  if (i < 0) return 1;
+  const n = Number(argv[i + 1]);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--workers needs a whole number of at least 1, not ${argv[i + 1] ?? 'nothing'}`);
+  return n;
+})();
+const FACTEUR = WORKERS > 1 ? `facteur (${WORKERS} workers)` : 'facteur';
 const BODY = 10_240;
 const DOMAIN = 'bench.test';
 const FROM = 'sender@example.net';
@@ -103,7 +112,7 @@ local_domains = [${JSON.stringify(DOMAIN)}]
 log_level = "info"
 max_connections = 2000
 max_connections_per_ip = 2000
-
+${WORKERS > 1 ? `workers = ${WORKERS}\n` : ''}
 [auth]
 backend = "file"
 option = ${JSON.stringify(path.join(dir, 'users'))}
@@ -155,7 +164,7 @@ async function startFacteur(dir: string, sinkPort?: number): Promise<Server> {
     }),
   ]);
   return {
-    name: 'facteur',
+    name: FACTEUR,
     port,
     rootPid: () => proc.pid!,
     queued: () => countFiles(path.join(dir, 'data', 'queue', 'active')),
@@ -365,7 +374,7 @@ async function e2eCell(root: string, which: 'facteur' | 'Postfix'): Promise<Row>
     const errors = (failed ? 1 : 0) + Math.max(0, E2E_N - delivered);
     const row: Row = {
       test: 'end to end: submit → smtp-sink',
-      server: which,
+      server: which === 'facteur' ? FACTEUR : which,
       clients: `${E2E_SESSIONS} in, ${DEST_CONCURRENCY} out`,
       n: E2E_N,
       mps: delivered / (m.ms / 1000),
@@ -434,7 +443,7 @@ async function drainCell(root: string, which: 'facteur' | 'Postfix'): Promise<Ro
     const errors = (failed ? 1 : 0) + Math.max(0, E2E_N - delivered);
     const row: Row = {
       test: 'queue drain: queued → smtp-sink',
-      server: which,
+      server: which === 'facteur' ? FACTEUR : which,
       clients: `${DEST_CONCURRENCY} out`,
       n: E2E_N,
       mps: delivered > 1 && ms > 0 ? (delivered - 1) / (ms / 1000) : 0,

@@ -276,6 +276,10 @@ async function readFraming(file: string, verify: boolean): Promise<Framing> {
   }
 }
 
+function readFileCb(file: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => fs.readFile(file, (err, buf) => (err ? reject(err) : resolve(buf))));
+}
+
 /** Run fn over items with at most `limit` at a time; results in input order. */
 async function mapLimit<T, R>(items: T[], limit: number, fn: (x: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array<R>(items.length);
@@ -651,18 +655,13 @@ export class Spool implements QueueWriter {
     if (!isQueueId(id)) return undefined;
     const statusRead = this.readStatus(id); // never rejects (as in get())
     for (const st of state ? [state, ...QUEUE_STATES.filter((x) => x !== state)] : QUEUE_STATES) {
-      let fh: fsp.FileHandle;
+      let buf: Buffer;
       try {
-        fh = await fsp.open(this.fileOf(st, id), 'r');
+        // The callback readFile: open, fstat, one read, close without a FileHandle per step (cheaper per message).
+        buf = await readFileCb(this.fileOf(st, id));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
         throw err;
-      }
-      let buf: Buffer;
-      try {
-        buf = await readWhole(fh, (await fh.stat()).size);
-      } finally {
-        await fh.close();
       }
       const fr = parseFraming(buf, false);
       const stored = await statusRead;

@@ -608,7 +608,7 @@ export class Spool implements QueueWriter {
 
   async readStatus(id: string): Promise<MessageStatus | undefined> {
     try {
-      return JSON.parse(await fsp.readFile(path.join(this.dirOf('status'), `${id}.json`), 'utf8')) as MessageStatus;
+      return JSON.parse((await readFileCb(path.join(this.dirOf('status'), `${id}.json`))).toString('utf8')) as MessageStatus;
     } catch {
       return undefined;
     }

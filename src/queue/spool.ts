@@ -469,8 +469,8 @@ export class Spool implements QueueWriter {
       const handle = fh;
       const hash = crypto.createHash('sha256');
       let pos = 0;
-      const write = async (buf: Buffer) => {
-        hash.update(buf);
+      const write = async (buf: Buffer, hashed = true) => {
+        if (hashed) hash.update(buf);
         let off = 0;
         while (off < buf.length) {
           const { bytesWritten } = await handle.write(buf, off, buf.length - off, pos);
@@ -508,10 +508,10 @@ export class Spool implements QueueWriter {
       }
       if (diskError) throw spoolError(diskError, 'write');
       try {
-        if (pendingLen) await write(Buffer.concat(pending, pendingLen));
-        const t = trailer(size, hash.digest('hex'));
-        let off = 0;
-        while (off < t.length) off += (await handle.write(t, off, t.length - off, pos + off)).bytesWritten;
+        // The rest of the bytes and the end marker in one write (a small message is one write in all).
+        for (const b of pending) hash.update(b);
+        pending.push(trailer(size, hash.digest('hex')));
+        await write(Buffer.concat(pending), false);
         await handle.datasync();
         await handle.close();
         fh = undefined;

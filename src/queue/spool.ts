@@ -276,6 +276,27 @@ async function readFraming(file: string, verify: boolean): Promise<Framing> {
   }
 }
 
+/** The few file-descriptor calls commit() makes, on the callback API (no FileHandle object and promise chain per call). */
+class Fd {
+  private constructor(private readonly fd: number) {}
+  static open(file: string, flags: number, mode: number): Promise<Fd> {
+    return new Promise((resolve, reject) => fs.open(file, flags, mode, (err, fd) => (err ? reject(err) : resolve(new Fd(fd)))));
+  }
+  write(buf: Buffer, off: number, len: number, pos: number): Promise<{ bytesWritten: number }> {
+    return new Promise((resolve, reject) => fs.write(this.fd, buf, off, len, pos, (err, bytesWritten) => (err ? reject(err) : resolve({ bytesWritten }))));
+  }
+  datasync(): Promise<void> {
+    return new Promise((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+  }
+  private closed = false;
+  /** Closes once: a second call (error paths) must not close a descriptor number the process has reused since. */
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    return new Promise((resolve, reject) => fs.close(this.fd, (err) => (err ? reject(err) : resolve())));
+  }
+}
+
 function readFileCb(file: string): Promise<Buffer> {
   return new Promise((resolve, reject) => fs.readFile(file, (err, buf) => (err ? reject(err) : resolve(buf))));
 }
@@ -457,11 +478,11 @@ export class Spool implements QueueWriter {
   async commit(envelope: Envelope, message: Readable): Promise<string> {
     const id = newQueueId();
     const tmp = path.join(this.dirOf('incoming'), id);
-    let fh: fsp.FileHandle | undefined;
+    let fh: Fd | undefined;
     let written = false;
     try {
       try {
-        fh = await fsp.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+        fh = await Fd.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
       } catch (err) {
         await drain(message);
         throw spoolError(err, 'write');

@@ -157,12 +157,12 @@ class DirSyncer {
       const after = this.afterLazy;
       this.afterLazy = [];
       try {
-        const fh = await fsp.open(this.dir, 'r');
+        const fd = await Fd.open(this.dir, fs.constants.O_RDONLY, 0);
         this.count++;
         try {
-          await fh.sync();
+          await fd.sync();
         } finally {
-          await fh.close();
+          await fd.close();
         }
         for (const w of batch) w.resolve();
         if (after.length) this.afterRunning = Promise.all([this.afterRunning, ...after.map((fn) => fn().catch(() => undefined))]).then(() => undefined);
@@ -276,7 +276,7 @@ async function readFraming(file: string, verify: boolean): Promise<Framing> {
   }
 }
 
-/** The few file-descriptor calls commit() makes, on the callback API (no FileHandle object and promise chain per call). */
+/** The few file-descriptor calls commit() and the directory fsyncs make, on the callback API (no FileHandle object and promise chain per call). */
 class Fd {
   private constructor(private readonly fd: number) {}
   static open(file: string, flags: number, mode: number): Promise<Fd> {
@@ -287,6 +287,9 @@ class Fd {
   }
   datasync(): Promise<void> {
     return new Promise((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+  }
+  sync(): Promise<void> {
+    return new Promise((resolve, reject) => fs.fsync(this.fd, (err) => (err ? reject(err) : resolve())));
   }
   private closed = false;
   /** Closes once: a second call (error paths) must not close a descriptor number the process has reused since. */

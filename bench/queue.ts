@@ -350,7 +350,7 @@ async function e2eCell(root: string, which: 'facteur' | 'Postfix'): Promise<Row>
     const wfail = await smtpSource(s.port, 8, 200);
     const wdeadline = Date.now() + 60_000;
     while (sink.count() < 200 && Date.now() < wdeadline) await new Promise((r) => setTimeout(r, 50));
-    log(`  warm-up ${which}: ${sink.count()} delivered ${wfail}`);
+    log(`  warm-up ${which === 'facteur' ? FACTEUR : which}: ${sink.count()} delivered ${wfail}`);
     const base = sink.count();
     const sess0 = sink.sessions();
     let submitMs = 0;
@@ -386,7 +386,7 @@ async function e2eCell(root: string, which: 'facteur' | 'Postfix'): Promise<Row>
       check: `${delivered} counted by the sink in ${sessions} SMTP sessions, ${left} left in queue`,
       extra: `submission done after ${(submitMs / 1000).toFixed(1)} s (${(E2E_N / (submitMs / 1000)).toFixed(0)} msg/s in), all delivered after ${(m.ms / 1000).toFixed(1)} s; sink CPU ${Math.round((m.cpuMs[1]! / m.ms) * 100)}%`,
     };
-    log(`  e2e ${which}: ${row.mps.toFixed(0)} delivered msg/s; ${row.check}; ${row.extra} ${row.errorKinds}`);
+    log(`  e2e ${row.server}: ${row.mps.toFixed(0)} delivered msg/s; ${row.check}; ${row.extra} ${row.errorKinds}`);
     return row;
   } finally {
     await s.stop();
@@ -456,7 +456,7 @@ async function drainCell(root: string, which: 'facteur' | 'Postfix'): Promise<Ro
       check: `${delivered} counted by the sink in ${sessions} SMTP sessions, ${left} left in queue`,
       extra: `drain: first message at the sink ${((first - t0) / 1000).toFixed(1)} s after the release${which === 'facteur' ? ` (process start to listening: ${(startMs / 1000).toFixed(1)} s)` : ''}, the last ${(ms / 1000).toFixed(1)} s after the first`,
     };
-    log(`  drain ${which}: ${row.mps.toFixed(0)} delivered msg/s; ${row.check}; ${row.extra} ${row.errorKinds}`);
+    log(`  drain ${row.server}: ${row.mps.toFixed(0)} delivered msg/s; ${row.check}; ${row.extra} ${row.errorKinds}`);
     return row;
   } finally {
     await s.stop();
@@ -480,7 +480,7 @@ function render(rows: Row[], started: Date, seconds: number): string {
   const notes = rows.filter((r) => r.extra).map((r) => `- ${r.server}: ${r.extra}.`);
   const errs = rows.filter((r) => r.errors).map((r) => `- ${r.test}, ${r.server}, ${r.clients}: ${r.errorKinds}`);
   return [
-    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC, ${seconds.toFixed(0)} s in all: \`npm run bench:queue${QUICK ? ' -- --quick' : ''}\`.`,
+    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC, ${seconds.toFixed(0)} s in all: \`npm run bench:queue${QUICK || WORKERS > 1 ? ` --${QUICK ? ' --quick' : ''}${WORKERS > 1 ? ` --workers ${WORKERS}` : ''}` : ''}\`.`,
     '',
     `- Machine: ${info.cpu}, ${info.cores} cores, ${info.ramGiB} GiB RAM, ${info.kernel}`,
     `- Node ${v.node}, Postfix ${v.postfix}; file system of ${os.tmpdir()}: ${spawnSync('stat', ['-f', '-c', '%T', os.tmpdir()], { encoding: 'utf8' }).stdout.trim()}`,

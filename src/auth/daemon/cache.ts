@@ -40,8 +40,9 @@ export class CredentialCache {
   }
 
   private id(k: CacheKey): string {
-    // Length-prefixed so that ("a@b","","x") and ("a","@b","x")-style tuples can never collide.
-    return [k.login, k.realm, k.service].map((s) => `${Buffer.byteLength(s)}:${s}`).join('|');
+    // Length-prefixed (in UTF-16 code units, which fix each string as well as bytes do) so that ("a@b","","x") and
+    // ("a","@b","x")-style tuples can never collide.
+    return `${k.login.length}:${k.login}|${k.realm.length}:${k.realm}|${k.service.length}:${k.service}`;
   }
 
   private digest(id: string, password: string): Buffer {

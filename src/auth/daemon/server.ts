@@ -22,18 +22,25 @@ export interface AuthServiceOptions {
   metrics?: FacteurMetrics;
 }
 
-/** Bounded concurrency without blocking the event loop: callers beyond the limit wait in FIFO order. */
+/**
+ * Bounded concurrency without blocking the event loop: callers beyond the limit wait in FIFO order.
+ * `enter()` returns undefined when a slot was free (no promise on the common path); a release hands its slot to the first waiter.
+ */
 class Semaphore {
   private active = 0;
   private readonly waiting: (() => void)[] = [];
   constructor(private readonly limit: number) {}
-  async acquire(): Promise<() => void> {
-    if (this.active >= this.limit) await new Promise<void>((r) => this.waiting.push(r));
-    this.active++;
-    return () => {
-      this.active--;
-      this.waiting.shift()?.();
-    };
+  enter(): Promise<void> | undefined {
+    if (this.active < this.limit) {
+      this.active++;
+      return undefined;
+    }
+    return new Promise<void>((r) => this.waiting.push(r));
+  }
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.active--;
   }
 }
 
@@ -42,20 +49,35 @@ class Semaphore {
  * AbortSignal.timeout() per request: measured, the per-request timers were about a quarter of the daemon's CPU.
  * Deadlines fire up to one tick late, which is nothing next to timeouts counted in seconds.
  */
+/** Something with a deadline: `fire()` is called once `at` (ms since the epoch) has passed, unless it is untracked first. */
+export interface Deadline {
+  at: number;
+  fire(): void;
+}
+
 export class Deadlines {
-  private readonly entries = new Set<{ at: number; fire: () => void }>();
+  private readonly entries = new Set<Deadline>();
   private timer: NodeJS.Timeout | undefined;
   constructor(private readonly tickMs = 250) {}
 
   /** Call `fire` once `ms` have passed, unless the returned cancel function is called first. */
   add(ms: number, fire: () => void): () => void {
     const e = { at: Date.now() + ms, fire };
+    this.track(e);
+    return () => this.untrack(e);
+  }
+
+  /** Watch `e` until it fires or is untracked; `e.at` may be moved meanwhile (no allocation per deadline). */
+  track(e: Deadline): void {
     this.entries.add(e);
     if (!this.timer) {
       this.timer = setInterval(() => this.sweep(), this.tickMs);
       this.timer.unref();
     }
-    return () => void this.entries.delete(e);
+  }
+
+  untrack(e: Deadline): void {
+    this.entries.delete(e);
   }
 
   private sweep(): void {
@@ -79,6 +101,11 @@ const FIFTH_FIELD_GRACE_MS = 200;
 /** Time a client gets to close after our reply before we close on it (upstream waits forever). */
 const DRAIN_TIMEOUT_MS = 5_000;
 
+/** Log fields of a request, built only when a line is written. */
+function logCtx(creds: Credentials, mech: string) {
+  return { user: creds.login, service: creds.service, realm: creds.realm, mech, remote: creds.clientAddr || undefined };
+}
+
 /**
  * The request handler shared by the socket server and in-process callers: validation, `-r`, cache, backend, logging.
  * Never throws: backend exceptions become temporary failures (fail closed).
@@ -97,51 +124,71 @@ export class AuthService {
   }
 
   async handle(c: Credentials): Promise<AuthResult> {
+    return this.check(c);
+  }
+
+  /**
+   * The same as `handle`, but answers synchronously when no backend call is needed (empty fields, refusal, cache hit):
+   * the socket server then replies without a promise or a microtask turn per request.
+   */
+  check(c: Credentials): AuthResult | Promise<AuthResult> {
     if (!c.login) return { verdict: 'fail', reason: 'NULL login received' };
     if (!c.password) return { verdict: 'fail', reason: 'NULL password received' };
     const creds = this.o.realmJoin && c.realm ? { ...c, login: `${c.login}@${c.realm}` } : c;
-    const key = { login: creds.login, realm: creds.realm, service: creds.service };
-    const logCtx = { user: creds.login, service: creds.service, realm: creds.realm, mech: this.backend.name, remote: creds.clientAddr || undefined };
-    const admission = this.o.penalty?.admit(creds.clientAddr) ?? { allowed: true };
     const m = this.o.metrics;
-    if (!admission.allowed) {
-      m?.penaltyRefusals.inc({ where: 'authd' });
-      m?.authAttempts.inc({ backend: this.backend.name, result: 'refused' });
-      this.o.log.warn({ ...logCtx, retryAfterMs: admission.retryAfterMs }, 'auth refused: too many failures from this address');
-      return { verdict: 'tempfail', reason: '[UNAVAILABLE] too many authentication failures from this address, try again later' };
+    const penalty = this.o.penalty;
+    if (penalty) {
+      const admission = penalty.admit(creds.clientAddr);
+      if (!admission.allowed) {
+        m?.penaltyRefusals.inc({ where: 'authd' });
+        m?.authAttempts.inc({ backend: this.backend.name, result: 'refused' });
+        this.o.log.warn({ ...logCtx(creds, this.backend.name), retryAfterMs: admission.retryAfterMs }, 'auth refused: too many failures from this address');
+        return { verdict: 'tempfail', reason: '[UNAVAILABLE] too many authentication failures from this address, try again later' };
+      }
     }
-    const hit = this.o.cache?.lookup(key, creds.password);
-    if (this.o.cache) m?.cacheLookups.inc({ result: hit ? 'hit' : 'miss' });
-    if (hit) {
-      m?.authAttempts.inc({ backend: this.backend.name, result: 'ok' });
-      this.o.penalty?.success(creds.clientAddr);
-      if (this.o.verbose) this.o.log.info(logCtx, 'auth success (cached)');
-      return { verdict: 'ok', reason: '' };
+    const cache = this.o.cache;
+    if (cache) {
+      // The cache is keyed by exactly (login, realm, service); creds carries those fields.
+      const hit = cache.lookup(creds, creds.password);
+      m?.cacheLookups.inc({ result: hit ? 'hit' : 'miss' });
+      if (hit) {
+        m?.authAttempts.inc({ backend: this.backend.name, result: 'ok' });
+        penalty?.success(creds.clientAddr);
+        if (this.o.verbose) this.o.log.info(logCtx(creds, this.backend.name), 'auth success (cached)');
+        return { verdict: 'ok', reason: '' };
+      }
     }
-    const release = await this.sem.acquire();
+    return this.verify(creds);
+  }
+
+  private async verify(creds: Credentials): Promise<AuthResult> {
+    const m = this.o.metrics;
+    const backend = this.backend;
+    const waited = this.sem.enter();
+    if (waited) await waited;
     this.inflight++;
     let result: AuthResult;
-    const endTimer = m?.backendLatency.startTimer({ backend: this.backend.name });
+    const endTimer = m?.backendLatency.startTimer({ backend: backend.name });
     const ac = new AbortController();
     const cancelDeadline = deadlines.add(this.o.backendTimeoutMs, () => ac.abort(new Error('backend did not answer in time')));
     try {
-      result = await this.backend.verify(creds, { signal: ac.signal });
+      result = await backend.verify(creds, { signal: ac.signal });
     } catch (err) {
-      this.o.log.error({ ...logCtx, err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'mechanism failed');
+      this.o.log.error({ ...logCtx(creds, backend.name), err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'mechanism failed');
       result = { verdict: 'tempfail', reason: '[UNAVAILABLE] internal mechanism failure' };
     } finally {
       cancelDeadline();
       endTimer?.();
       this.inflight--;
-      release();
+      this.sem.release();
     }
-    m?.authAttempts.inc({ backend: this.backend.name, result: result.verdict });
+    m?.authAttempts.inc({ backend: backend.name, result: result.verdict });
     if (result.verdict === 'ok') {
       this.o.penalty?.success(creds.clientAddr);
-      this.o.cache?.store(key, creds.password);
-      if (this.o.verbose) this.o.log.info(logCtx, 'auth success');
+      this.o.cache?.store(creds, creds.password);
+      if (this.o.verbose) this.o.log.info(logCtx(creds, backend.name), 'auth success');
     } else {
-      this.o.log.warn({ ...logCtx, reason: result.reason || 'Unknown', temporary: result.verdict === 'tempfail' }, 'auth failure');
+      this.o.log.warn({ ...logCtx(creds, backend.name), reason: result.reason || 'Unknown', temporary: result.verdict === 'tempfail' }, 'auth failure');
       // A wrong password (not a backend outage) costs the sender time: the reply is held back, growing with repeated failures.
       const delay = result.verdict === 'fail' ? (this.o.penalty?.failure(creds.clientAddr, creds.login) ?? 0) : 0;
       if (delay > 0) {
@@ -153,78 +200,129 @@ export class AuthService {
   }
 }
 
+/** Encoded replies by text: a few distinct texts cover nearly every reply, so most replies cost no encoding. */
+const replyCache = new Map<string, Buffer>();
+const REPLY_CACHE_MAX = 64;
+function encodeReply(r: AuthResult): Buffer {
+  const text = replyText(r);
+  let b = replyCache.get(text);
+  if (!b) {
+    b = encodeFields([text]);
+    if (replyCache.size < REPLY_CACHE_MAX) replyCache.set(text, b);
+  }
+  return b;
+}
+const NO_OVERSIZE = encodeFields(['NO ']);
+const EMPTY = Buffer.alloc(0);
+const INVALID_UTF8: AuthResult = { verdict: 'fail', reason: 'invalid UTF-8 in request' };
+
 /** Serve the saslauthd protocol on a listening socket (created by the caller, so tests can use any path). */
 export function serveConnections(server: net.Server, service: AuthService, o: Pick<AuthServiceOptions, 'readTimeoutMs' | 'log'>): void {
   server.on('connection', (sock) => {
     service.metrics?.connections.inc({ listener: 'authd' });
-    handleConnection(sock, service, o);
+    new Connection(sock, service, o.readTimeoutMs).start();
   });
 }
 
-function handleConnection(sock: net.Socket, service: AuthService, o: Pick<AuthServiceOptions, 'readTimeoutMs' | 'log'>): void {
-  let buf = Buffer.alloc(0);
-  let state: 'reading' | 'working' | 'draining' = 'reading';
-  let graceTimer: NodeJS.Timeout | undefined;
-  let cancelTimer = deadlines.add(o.readTimeoutMs, () => sock.destroy());
+/**
+ * One client connection. It is its own deadline entry (read timeout, then drain timeout), tracked from accept to close:
+ * no timer, closure or cancel function per phase.
+ */
+class Connection implements Deadline {
+  private buf: Buffer = EMPTY;
+  private state: 'reading' | 'working' | 'draining' = 'reading';
+  private graceTimer: NodeJS.Timeout | undefined;
+  at: number;
+
+  constructor(
+    private readonly sock: net.Socket,
+    private readonly service: AuthService,
+    readTimeoutMs: number,
+  ) {
+    this.at = Date.now() + readTimeoutMs;
+  }
+
+  start(): void {
+    const sock = this.sock;
+    deadlines.track(this);
+    sock.on('data', (chunk: Buffer) => this.onData(chunk));
+    sock.on('end', () => this.onEnd());
+    sock.on('error', () => sock.destroy());
+    sock.on('close', () => {
+      deadlines.untrack(this);
+      if (this.graceTimer) clearTimeout(this.graceTimer);
+    });
+  }
+
+  /** The deadline of the current phase passed (read or drain): drop the connection. */
+  fire(): void {
+    this.sock.destroy();
+  }
 
   // Upstream's ending: reply, shutdown(SHUT_WR), read and discard until the client closes, close.
-  const finish = (reply?: Buffer) => {
-    state = 'draining';
-    cancelTimer();
-    clearTimeout(graceTimer);
+  private finish(reply?: Buffer): void {
+    this.state = 'draining';
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    const sock = this.sock;
     if (reply) sock.end(reply);
     else sock.end();
-    cancelTimer = deadlines.add(DRAIN_TIMEOUT_MS, () => sock.destroy());
-  };
+    this.at = Date.now() + DRAIN_TIMEOUT_MS;
+    // A deadline already swept (the work outlived the read timeout) is watched again for the drain.
+    if (!sock.destroyed) deadlines.track(this);
+  }
 
-  const answer = async (fields: Buffer[]) => {
-    state = 'working';
-    cancelTimer();
-    clearTimeout(graceTimer);
-    const [login, password, svc, realm, addr] = fields.map(fieldToString);
-    let result: AuthResult;
+  private answer(fields: Buffer[]): void {
+    this.state = 'working';
+    // Work is not bounded by the read deadline (the backend has its own); the drain deadline is set when the reply goes out.
+    deadlines.untrack(this);
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    const login = fieldToString(fields[0]!);
+    const password = fieldToString(fields[1]!);
+    const svc = fieldToString(fields[2]!);
+    const realm = fieldToString(fields[3]!);
+    const addr = fields.length > 4 ? fieldToString(fields[4]!) : undefined;
     if (login === null || password === null || svc === null || realm === null || addr === null) {
-      result = { verdict: 'fail', reason: 'invalid UTF-8 in request' };
-    } else {
-      result = await service.handle({ login: login!, password: password!, service: svc!, realm: realm!, clientAddr: addr ?? '' });
+      this.reply(INVALID_UTF8);
+      return;
     }
-    if (!sock.destroyed) finish(encodeFields([replyText(result)]));
-  };
+    const r = this.service.check({ login, password, service: svc, realm, clientAddr: addr ?? '' });
+    if ('then' in r) void r.then((res) => this.reply(res));
+    else this.reply(r);
+  }
 
-  const onBytes = () => {
-    if (state !== 'reading') return;
-    const r = parseRequest(buf);
+  private reply(r: AuthResult): void {
+    if (!this.sock.destroyed) this.finish(encodeReply(r));
+  }
+
+  private onBytes(): void {
+    const r = parseRequest(this.buf);
     if (r.kind === 'oversize') {
-      finish(encodeFields(['NO ']));
+      this.finish(NO_OVERSIZE);
     } else if (r.kind === 'request') {
-      void answer(r.fields);
-    } else if (r.fields === BASE_FIELDS && !graceTimer) {
+      this.answer(r.fields);
+    } else if (r.fields === BASE_FIELDS && !this.graceTimer) {
       // Part of a 5th field: give it a moment, then answer with the 4 we have.
-      graceTimer = setTimeout(() => {
-        const four = parseRequest(buf, true);
-        if (state === 'reading' && four.kind === 'request') void answer(four.fields);
+      this.graceTimer = setTimeout(() => {
+        const four = parseRequest(this.buf, true);
+        if (this.state === 'reading' && four.kind === 'request') this.answer(four.fields);
       }, FIFTH_FIELD_GRACE_MS);
     }
-  };
+  }
 
-  sock.on('data', (chunk) => {
-    if (state !== 'reading') return; // drained and discarded
-    buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
-    onBytes();
-  });
-  sock.on('end', () => {
-    if (state === 'reading') {
+  private onData(chunk: Buffer): void {
+    if (this.state !== 'reading') return; // drained and discarded
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    this.onBytes();
+  }
+
+  private onEnd(): void {
+    if (this.state === 'reading') {
       // EOF: a complete 4-field request followed by a half-close is fine; anything shorter gets no reply (upstream).
-      const r = parseRequest(buf, true);
-      if (r.kind === 'request') void answer(r.fields);
-      else finish();
-    } else if (state === 'draining') {
-      sock.destroy();
+      const r = parseRequest(this.buf, true);
+      if (r.kind === 'request') this.answer(r.fields);
+      else this.finish();
+    } else if (this.state === 'draining') {
+      this.sock.destroy();
     }
-  });
-  sock.on('error', () => sock.destroy());
-  sock.on('close', () => {
-    cancelTimer();
-    clearTimeout(graceTimer);
-  });
+  }
 }

@@ -204,10 +204,17 @@ test('mail taken by the workers is delivered by the primary, and /metrics adds u
     return f.length === 4 ? f : undefined;
   }, 'four messages in bob’s Maildir');
   assert.equal(files.length, 4);
-  const queued = logLines().filter((l) => l.msg === 'queued' && l.listener === 'inbound');
+  // Log lines are written asynchronously by each process: wait for them rather than read them at once.
+  const queued = await eventually(async () => {
+    const q = logLines().filter((l) => l.msg === 'queued' && l.listener === 'inbound');
+    return q.length >= 4 ? q : undefined;
+  }, 'four queued log lines');
   assert.equal(new Set(queued.map((l) => l.worker)).size, 2, 'both workers queued mail');
-  const delivered = logLines().filter((l) => l.msg === 'delivery delivered');
-  assert.ok(delivered.length >= 4 && delivered.every((l) => l.worker === undefined && l.pid === proc.pid), 'the primary delivers');
+  const delivered = await eventually(async () => {
+    const d = logLines().filter((l) => l.msg === 'delivery delivered');
+    return d.length >= 4 ? d : undefined;
+  }, 'four delivery log lines');
+  assert.ok(delivered.every((l) => l.worker === undefined && l.pid === proc.pid), 'the primary delivers');
   assert.equal((await metricValue('facteur_messages_total', 'listener="inbound",result="accepted"')) - before, 4);
   const health = await runProgram('curl', ['-s', `http://127.0.0.1:${metricsPort}/health`]);
   assert.match(health.stdout, /"status":"ok"/);

@@ -199,24 +199,41 @@ interface Framing {
 /** Files up to this size are read with one read() (framing, checksum and message from one buffer). */
 const WHOLE_READ_MAX = 1024 * 1024;
 
-/** Parse and check the framing of a whole spool file held in memory (and its checksum when `verify`). */
-function parseFraming(buf: Buffer, verify: boolean): Framing {
-  const fileSize = buf.length;
-  const nl = buf.subarray(0, 64).indexOf(0x0a);
+/** Where the header line says the envelope is, checked against the file size. `head` is the start of the file. */
+function parseHead(head: Buffer, fileSize: number): { envStart: number; envLen: number; bodyOffset: number } {
+  const nl = head.subarray(0, 64 * 1024).indexOf(0x0a);
   if (nl < 0) throw new Error('no header line');
-  const m = /^FACTEUR-SPOOL 1 (\d+)$/.exec(buf.toString('ascii', 0, nl));
+  const m = /^FACTEUR-SPOOL 1 (\d+)$/.exec(head.toString('ascii', 0, nl));
   if (!m) throw new Error('bad magic');
   const envLen = Number(m[1]);
   if (envLen > MAX_HEADER) throw new Error('envelope too large');
   const bodyOffset = nl + 1 + envLen + 1;
   if (fileSize < bodyOffset + TRAILER_LEN) throw new Error('truncated');
-  if (buf[bodyOffset - 1] !== 0x0a) throw new Error('envelope not terminated');
-  const envelope = JSON.parse(buf.toString('utf8', nl + 1, nl + 1 + envLen)) as Envelope;
-  const t = /^\nFACTEUR-END ([0-9a-f]{16}) ([0-9a-f]{64})\n$/.exec(buf.toString('ascii', fileSize - TRAILER_LEN));
+  return { envStart: nl + 1, envLen, bodyOffset };
+}
+
+/** The envelope JSON and the "\n" that ends it. */
+function parseEnvelope(b: Buffer): Envelope {
+  if (b[b.length - 1] !== 0x0a) throw new Error('envelope not terminated');
+  return JSON.parse(b.toString('utf8', 0, b.length - 1)) as Envelope;
+}
+
+/** The end marker: the message length (checked against the file) and the SHA-256 it records. */
+function parseTrailer(tail: Buffer, fileSize: number, bodyOffset: number): { size: number; sha: string } {
+  const t = /^\nFACTEUR-END ([0-9a-f]{16}) ([0-9a-f]{64})\n$/.exec(tail.toString('ascii'));
   if (!t) throw new Error('no end marker');
   const size = parseInt(t[1], 16);
   if (size !== fileSize - bodyOffset - TRAILER_LEN) throw new Error('length mismatch');
-  if (verify && crypto.createHash('sha256').update(buf.subarray(0, fileSize - TRAILER_LEN)).digest('hex') !== t[2]) throw new Error('checksum mismatch');
+  return { size, sha: t[2] };
+}
+
+/** Parse and check the framing of a whole spool file held in memory (and its checksum when `verify`). */
+function parseFraming(buf: Buffer, verify: boolean): Framing {
+  const fileSize = buf.length;
+  const { envStart, envLen, bodyOffset } = parseHead(buf, fileSize);
+  const envelope = parseEnvelope(buf.subarray(envStart, envStart + envLen + 1));
+  const { size, sha } = parseTrailer(buf.subarray(fileSize - TRAILER_LEN), fileSize, bodyOffset);
+  if (verify && crypto.createHash('sha256').update(buf.subarray(0, fileSize - TRAILER_LEN)).digest('hex') !== sha) throw new Error('checksum mismatch');
   return { envelope, bodyOffset, size };
 }
 
@@ -238,26 +255,16 @@ async function readFraming(file: string, verify: boolean): Promise<Framing> {
   try {
     const { size: fileSize } = await fh.stat();
     if (fileSize <= WHOLE_READ_MAX) return parseFraming(await readWhole(fh, fileSize), verify);
+    // A large file: the same checks on its parts, and the checksum over chunks.
     const headBuf = Buffer.alloc(Math.min(fileSize, 64 * 1024));
     await fh.read(headBuf, 0, headBuf.length, 0);
-    const nl = headBuf.indexOf(0x0a);
-    if (nl < 0) throw new Error('no header line');
-    const m = /^FACTEUR-SPOOL 1 (\d+)$/.exec(headBuf.subarray(0, nl).toString('ascii'));
-    if (!m) throw new Error('bad magic');
-    const envLen = Number(m[1]);
-    if (envLen > MAX_HEADER) throw new Error('envelope too large');
-    const bodyOffset = nl + 1 + envLen + 1;
-    if (fileSize < bodyOffset + TRAILER_LEN) throw new Error('truncated');
+    const { envStart, envLen, bodyOffset } = parseHead(headBuf, fileSize);
     const envBuf = Buffer.alloc(envLen + 1);
-    await fh.read(envBuf, 0, envLen + 1, nl + 1);
-    if (envBuf[envLen] !== 0x0a) throw new Error('envelope not terminated');
-    const envelope = JSON.parse(envBuf.subarray(0, envLen).toString('utf8')) as Envelope;
+    await fh.read(envBuf, 0, envLen + 1, envStart);
+    const envelope = parseEnvelope(envBuf);
     const tBuf = Buffer.alloc(TRAILER_LEN);
     await fh.read(tBuf, 0, TRAILER_LEN, fileSize - TRAILER_LEN);
-    const t = /^\nFACTEUR-END ([0-9a-f]{16}) ([0-9a-f]{64})\n$/.exec(tBuf.toString('ascii'));
-    if (!t) throw new Error('no end marker');
-    const size = parseInt(t[1], 16);
-    if (size !== fileSize - bodyOffset - TRAILER_LEN) throw new Error('length mismatch');
+    const { size, sha } = parseTrailer(tBuf, fileSize, bodyOffset);
     if (verify) {
       const h = crypto.createHash('sha256');
       const chunk = Buffer.allocUnsafe(256 * 1024);
@@ -269,7 +276,7 @@ async function readFraming(file: string, verify: boolean): Promise<Framing> {
         h.update(chunk.subarray(0, bytesRead));
         pos += bytesRead;
       }
-      if (h.digest('hex') !== t[2]) throw new Error('checksum mismatch');
+      if (h.digest('hex') !== sha) throw new Error('checksum mismatch');
     }
     return { envelope, bodyOffset, size };
   } finally {

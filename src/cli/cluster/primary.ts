@@ -44,7 +44,7 @@ export interface RunningPrimary {
   stopAll(): Promise<void>;
 }
 
-/** A worker that exits before it is ready cannot start at all (a port in use, a bad file): stop with its reason. */
+/** Longest wait for every worker to report ready at start (a worker that fails says why, and start stops at once). */
 const START_TIMEOUT_MS = 60_000;
 const RESPAWN_DELAY_MS = 1_000;
 
@@ -64,13 +64,14 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
   let nextToken = 1;
   const ready = new Map<number, RunningPrimary['bound']>();
   let stopping = false;
-  let failStart: ((err: Error) => void) | undefined;
+  /** While starting: settle the start (an error, or none once every worker is ready). */
+  let settleStart: ((err?: Error) => void) | undefined;
 
   // A worker that is exiting may close its channel between the check and the write: that is not an error here.
   const sendTo = (w: Worker, m: PrimaryMessage) => {
     if (w.isConnected()) w.send(m, undefined, () => undefined);
   };
-  const others = (from: Worker) => Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w !== from);
+  const liveWorkers = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
 
   const onMessage = (w: Worker, raw: unknown) => {
     if (!isFacteurMessage(raw)) return;
@@ -78,9 +79,10 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
     switch (m.t) {
       case 'facteur:ready':
         ready.set(w.id, m.bound);
+        if (ready.size === o.workers) settleStart?.();
         break;
       case 'facteur:fatal':
-        failStart?.(new ConfigError(m.message));
+        settleStart?.(new ConfigError(m.message));
         log.error({ worker: w.id, error: m.message }, 'smtp worker could not start');
         break;
       case 'facteur:commit':
@@ -108,7 +110,7 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
         break;
       case 'facteur:penalty':
       case 'facteur:learn':
-        for (const x of others(w)) sendTo(x, m);
+        for (const x of liveWorkers()) if (x !== w) sendTo(x, m);
         break;
     }
   };
@@ -125,8 +127,8 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
         tokens.delete(t);
       }
       if (stopping) return;
-      if (!wasReady && failStart) {
-        failStart(new Error(`an SMTP worker exited before it was ready (code ${code}, signal ${signal})`));
+      if (!wasReady && settleStart) {
+        settleStart(new Error(`an SMTP worker exited before it was ready (code ${code}, signal ${signal})`));
         return;
       }
       log.error({ worker: w.id, code, signal }, 'smtp worker died; starting another');
@@ -140,12 +142,10 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
 
   const stopWorkers = async () => {
     stopping = true;
-    const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
     await Promise.all(
-      alive.map(
+      liveWorkers().map(
         (w) =>
           new Promise<void>((resolve) => {
-            if (w.isDead()) return resolve();
             const kill = setTimeout(() => w.process.kill('SIGKILL'), o.shutdownTimeoutMs + 5_000);
             w.once('exit', () => {
               clearTimeout(kill);
@@ -159,23 +159,19 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
 
   try {
     await new Promise<void>((resolve, reject) => {
-      const done = (err?: Error) => {
+      const timer = setTimeout(() => settleStart?.(new Error(`the SMTP workers were not ready within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+      settleStart = (err) => {
+        settleStart = undefined;
         clearTimeout(timer);
-        clearInterval(check);
         if (err) reject(err);
         else resolve();
       };
-      const timer = setTimeout(() => done(new Error(`the SMTP workers were not ready within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
-      const check = setInterval(() => ready.size >= o.workers && done(), 20);
-      failStart = done;
       for (let i = 0; i < o.workers; i++) fork();
     });
   } catch (err) {
     await stopWorkers();
     await spool.close();
     throw err;
-  } finally {
-    failStart = undefined;
   }
 
   if (o.delivery !== false) delivery = startDelivery({ spool, options: deliveryOptionsFromConfig(cfg as Record<string, Record<string, unknown>>), log });
@@ -202,7 +198,7 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
       const next = await o.reread();
       // Checked here first: a bad certificate or file is reported once and no worker switches.
       await tlsFiles(next, dataDir, (next.server.hostname as string) || os.hostname(), log);
-      for (const w of Object.values(cluster.workers ?? {})) if (w) sendTo(w, { t: 'facteur:reload' });
+      for (const w of liveWorkers()) sendTo(w, { t: 'facteur:reload' });
       log.info({ workers: ready.size }, 'reload sent to the smtp workers');
     },
     async stopAll() {

@@ -17,8 +17,9 @@ import { isFacteurMessage, type PenaltyEvent, type PrimaryMessage, type WorkerMe
 /** How long a worker waits for its primary's answer (connection admission, rate counters) before failing closed. */
 const ASK_TIMEOUT_MS = 5_000;
 
+/** Send to the primary; a channel closing meanwhile (the primary is stopping) is not an error here, as in the primary. */
 function send(m: WorkerMessage): void {
-  if (process.connected) process.send!(m);
+  if (process.connected) process.send!(m, undefined, {}, () => undefined);
 }
 
 /** The brute-force counters, fed by this worker's AUTH results and by the other workers' (relayed by the primary). */
@@ -54,7 +55,7 @@ class Asker {
       }, ASK_TIMEOUT_MS);
       this.pending.set(req, { resolve, reject, timer });
       if (!process.connected) return this.answer(req, undefined);
-      process.send!(make(req));
+      send(make(req));
     });
   }
 

@@ -44,17 +44,17 @@ class Semaphore {
   }
 }
 
-/**
- * One coarse timer for every deadline of the daemon (read timeouts, drains, backend calls) instead of a timer and an
- * AbortSignal.timeout() per request: measured, the per-request timers were about a quarter of the daemon's CPU.
- * Deadlines fire up to one tick late, which is nothing next to timeouts counted in seconds.
- */
 /** Something with a deadline: `fire()` is called once `at` (ms since the epoch) has passed, unless it is untracked first. */
 export interface Deadline {
   at: number;
   fire(): void;
 }
 
+/**
+ * One coarse timer for every deadline of the daemon (read timeouts, drains, backend calls) instead of a timer and an
+ * AbortSignal.timeout() per request: measured, the per-request timers were about a quarter of the daemon's CPU.
+ * Deadlines fire up to one tick late, which is nothing next to timeouts counted in seconds.
+ */
 export class Deadlines {
   private readonly entries = new Set<Deadline>();
   private timer: NodeJS.Timeout | undefined;

@@ -174,12 +174,11 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     schedule();
   }
 
-  async function deliverGroup(route: Route, entry: QueueEntry, rcpts: { index: number; address: string }[], message: () => Promise<Buffer>, signed: () => Promise<Buffer>): Promise<RcptResult[]> {
+  async function deliverGroup(route: Route, entry: QueueEntry, rcpts: { index: number; address: string }[], message: Buffer, signed: () => Promise<Buffer>): Promise<RcptResult[]> {
     if (route.kind === 'error') return rcpts.map((r) => local(r.index, route.status[0] === '4' ? 'deferred' : 'failed', route.status, `${route.status[0] === '4' ? 451 : 550} ${route.status} ${route.text}`));
     if (route.kind === 'maildir') {
-      const msg = await message();
       const out: RcptResult[] = [];
-      for (const r of rcpts) out.push(await deliverMaildir(o, r.index, r.address, entry.envelope.mailFrom, msg));
+      for (const r of rcpts) out.push(await deliverMaildir(o, r.index, r.address, entry.envelope.mailFrom, message));
       return out;
     }
     let hosts: ({ host: string; port: number } | { path: string })[];
@@ -203,7 +202,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
       hosts = [route.hop as { host: string; port: number } | { path: string }];
     }
     const lmtp = route.kind === 'lmtp';
-    const msg = lmtp ? await message() : await signed();
+    const msg = lmtp ? message : await signed();
     const auth = route.kind === 'smtp' ? route.auth : undefined;
     const errors: string[] = [];
     for (const hop of hosts.slice(0, 5)) {
@@ -224,17 +223,16 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     const st: MessageStatus = entry.status;
     const env = entry.envelope;
     const pending = st.recipients.map((r, index) => ({ ...r, index })).filter((r) => r.state === 'pending' || r.state === 'deferred');
-    const message = async () => entry.message;
+    const message = entry.message;
     let signedBuf: Buffer | undefined;
     const signed = async () => {
       if (signedBuf) return signedBuf;
-      const m = await message();
-      signedBuf = m;
+      signedBuf = message;
       if (o.dkimSign) {
-        const d = fromDomain(m) ?? parseAddress(env.mailFrom)?.domain ?? (env.mailFrom === '' ? o.hostname : undefined);
+        const d = fromDomain(message) ?? parseAddress(env.mailFrom)?.domain ?? (env.mailFrom === '' ? o.hostname : undefined);
         const key = d ? await dkim.find(d) : undefined;
         if (key) {
-          const s = await signMessage(m, key);
+          const s = await signMessage(message, key);
           if (s.error) log.warn({ id, domain: d, error: s.error }, 'DKIM signing failed; sending unsigned');
           signedBuf = s.message;
         }
@@ -310,7 +308,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
       statusStored = true;
     }
     if (notices.length) {
-      const original = await message();
+      const original = message;
       for (const kind of ['failure', 'delay', 'success'] as const) {
         const these = notices.filter((n) => n.kind === kind);
         if (!these.length) continue;

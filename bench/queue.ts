@@ -357,6 +357,24 @@ async function enqueueCells(root: string, gen: Generator): Promise<Row[]> {
 }
 
 // ---------- (2) end to end: submit M, wait until the sink counted M ----------
+/**
+ * After an end-to-end or drain cell: what the sink counted, what is left in the queue, and the error columns. Stops
+ * the server first, since the sink counts a session when it ends (Postfix caches connections for 2 s).
+ */
+async function settleAtSink(s: Server, sink: { count(): number; sessions(): number }, base: number, sess0: number, failed: string): Promise<Pick<Row, 'errors' | 'errorKinds' | 'check'> & { delivered: number }> {
+  const delivered = sink.count() - base;
+  const left = await s.queued();
+  await s.stop();
+  await new Promise((r) => setTimeout(r, 300));
+  const sessions = sink.sessions() - sess0;
+  return {
+    delivered,
+    errors: (failed ? 1 : 0) + Math.max(0, E2E_N - delivered),
+    errorKinds: [failed, delivered < E2E_N ? `${E2E_N - delivered} not delivered in time` : ''].filter(Boolean).join('; '),
+    check: `${delivered} counted by the sink in ${sessions} SMTP sessions, ${left} left in queue`,
+  };
+}
+
 async function e2eCell(root: string, which: 'facteur' | 'Postfix'): Promise<Row> {
   const sink = await startCountingSink();
   const dir = path.join(root, `e2e-${which}`);
@@ -381,25 +399,17 @@ async function e2eCell(root: string, which: 'facteur' | 'Postfix'): Promise<Row>
       while (sink.count() - base < E2E_N && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       await src;
     });
-    const delivered = sink.count() - base;
-    const left = await s.queued();
-    // Sessions are counted by the sink when they end: stop the server first (Postfix caches connections for 2 s).
-    await s.stop();
-    await new Promise((r) => setTimeout(r, 300));
-    const sessions = sink.sessions() - sess0;
-    const errors = (failed ? 1 : 0) + Math.max(0, E2E_N - delivered);
+    const { delivered, ...settled } = await settleAtSink(s, sink, base, sess0, failed);
     const row: Row = {
       test: 'end to end: submit → smtp-sink',
       server: which === 'facteur' ? FACTEUR : which,
       clients: `${E2E_SESSIONS} in, ${DEST_CONCURRENCY} out`,
       n: E2E_N,
       mps: delivered / (m.ms / 1000),
-      errors,
-      errorKinds: [failed, delivered < E2E_N ? `${E2E_N - delivered} not delivered in time` : ''].filter(Boolean).join('; '),
+      ...settled,
       serverCpu: Math.round((m.cpuMs[0]! / m.ms) * 100),
       cpuPerMsg: delivered ? m.cpuMs[0]! / delivered : NaN,
       machineCpu: m.machine,
-      check: `${delivered} counted by the sink in ${sessions} SMTP sessions, ${left} left in queue`,
       extra: `submission done after ${(submitMs / 1000).toFixed(1)} s (${(E2E_N / (submitMs / 1000)).toFixed(0)} msg/s in), all delivered after ${(m.ms / 1000).toFixed(1)} s; sink CPU ${Math.round((m.cpuMs[1]! / m.ms) * 100)}%`,
     };
     log(`  e2e ${row.server}: ${row.mps.toFixed(0)} delivered msg/s; ${row.check}; ${row.extra} ${row.errorKinds}`);
@@ -449,27 +459,19 @@ async function drainCell(root: string, which: 'facteur' | 'Postfix'): Promise<Ro
     }
     last = performance.now();
     await releasing;
-    const delivered = sink.count() - base;
-    const left = await s.queued();
-    // Sessions are counted by the sink when they end: stop the server first (Postfix caches connections for 2 s).
-    await s.stop();
-    await new Promise((r) => setTimeout(r, 300));
-    const sessions = sink.sessions() - sess0;
+    const { delivered, ...settled } = await settleAtSink(s, sink, base, sess0, failed);
     const ms = last - (first || last);
-    const errors = (failed ? 1 : 0) + Math.max(0, E2E_N - delivered);
     const row: Row = {
       test: 'queue drain: queued → smtp-sink',
       server: which === 'facteur' ? FACTEUR : which,
       clients: `${DEST_CONCURRENCY} out`,
       n: E2E_N,
       mps: delivered > 1 && ms > 0 ? (delivered - 1) / (ms / 1000) : 0,
-      errors,
-      errorKinds: [failed, delivered < E2E_N ? `${E2E_N - delivered} not delivered in time` : ''].filter(Boolean).join('; '),
+      ...settled,
       // CPU is not split here: facteur's figure would include its start (tsx compile, spool check), Postfix's the submission.
       serverCpu: NaN,
       cpuPerMsg: NaN,
       machineCpu: NaN,
-      check: `${delivered} counted by the sink in ${sessions} SMTP sessions, ${left} left in queue`,
       extra: `drain: first message at the sink ${((first - t0) / 1000).toFixed(1)} s after the release${which === 'facteur' ? ` (process start to listening: ${(startMs / 1000).toFixed(1)} s)` : ''}, the last ${(ms / 1000).toFixed(1)} s after the first`,
     };
     log(`  drain ${row.server}: ${row.mps.toFixed(0)} delivered msg/s; ${row.check}; ${row.extra} ${row.errorKinds}`);

@@ -4,17 +4,26 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
-/** Ask the kernel for a free TCP port on 127.0.0.1. */
+/** Ports this process has handed out: the kernel may offer a just-closed port again, and two servers of one test (a Dovecot
+ * with IMAP, IMAPS and LMTP listeners) must not be given the same one. */
+const handedOut = new Set<number>();
+
+/** Ask the kernel for a free TCP port on 127.0.0.1, never one this process already handed out. */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = net.createServer();
+      srv.unref();
+      srv.on('error', reject);
+      srv.listen(0, '127.0.0.1', () => {
+        const { port } = srv.address() as net.AddressInfo;
+        srv.close(() => resolve(port));
+      });
     });
-  });
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
 }
 
 export async function tempDir(prefix = 'facteur-test-'): Promise<string> {

@@ -152,7 +152,7 @@ describe('disk full and read-only spool', () => {
     assert.equal(err.code, 'ESPOOLFULL');
     assert.equal(err.temporary, true);
     assert.deepEqual(await spool.ids('active'), [small]);
-    assert.deepEqual(await fs.readdir(path.join(dir, 'incoming')), []);
+    assert.deepEqual((await fs.readdir(path.join(dir, 'incoming'))).filter((f) => !f.startsWith('spare-')), [], 'nothing of the refused message is left');
     // The space is given back: a small message fits again.
     await spool.commit(env(), Readable.from([Buffer.from('Subject: again\r\n\r\nok\r\n')]));
     assert.equal((await spool.ids('active')).length, 2);
@@ -203,7 +203,7 @@ describe('SMTP over a full or read-only spool', () => {
       const big = `Subject: big\r\n\r\n${`${'b'.repeat(998)}\r\n`.repeat(400)}`;
       assert.match(await send(big), /^452 4\.3\.1/);
       assert.equal((await spool.ids('active')).length, 1);
-      assert.deepEqual(await fs.readdir(path.join(qdir, 'incoming')), []);
+      assert.deepEqual((await fs.readdir(path.join(qdir, 'incoming'))).filter((f) => !f.startsWith('spare-')), [], 'nothing of the refused message is left');
       assert.equal(spawnSync('mount', ['-o', 'remount,ro', qdir]).status, 0);
       try {
         assert.match(await send('Subject: ro\r\n\r\nsmall'), /^451 /);

@@ -18,8 +18,13 @@ test('commit stores the exact bytes with mode 0600 in active/ and reopen keeps i
   assert.ok(isQueueId(id));
   const st = await fs.stat(path.join(dir, 'active', id));
   assert.equal(st.mode & 0o777, 0o600);
-  assert.deepEqual(await fs.readdir(path.join(dir, 'incoming')), []);
+  // Nothing of the message is left in incoming/, only the empty spare files kept ready for the next commits.
+  const incoming = await fs.readdir(path.join(dir, 'incoming'));
+  assert.ok(incoming.length > 0 && incoming.every((f) => f.startsWith('spare-')), incoming.join(' '));
+  for (const f of incoming) assert.equal((await fs.stat(path.join(dir, 'incoming', f))).size, 0);
   assert.deepEqual(await spool.readMessage(id), body);
+  await spool.close();
+  assert.deepEqual(await fs.readdir(path.join(dir, 'incoming')), [], 'close removes the spare files');
   const again = await Spool.open(dir);
   assert.equal(again.report.kept, 1);
   const e = await again.get(id);
@@ -47,9 +52,11 @@ test('reopen discards incoming files, truncated files and checksum mismatches, k
   await fs.writeFile(path.join(dir, 'incoming', 'ZZZZZZZZZZZZZZZZZZZ'), 'FACTEUR-SPOOL 1 10\n{"mail');
   // garbage name in a state dir
   await fs.writeFile(path.join(dir, 'deferred', 'not-an-id'), 'x');
+  // The first spool is not closed (as after a crash): its spare files are still in incoming/, and are removed silently.
+  assert.ok((await fs.readdir(path.join(dir, 'incoming'))).some((f) => f.startsWith('spare-')));
   const re = await Spool.open(dir);
   assert.equal(re.report.kept, 2);
-  assert.equal(re.report.discarded.length, 4);
+  assert.equal(re.report.discarded.length, 4, re.report.discarded.map((d) => d.file).join(' '));
   assert.deepEqual((await re.list()).map((e) => e.id).sort(), [c, ids[3]].sort());
   assert.deepEqual(await fs.readdir(path.join(dir, 'incoming')), []);
   assert.equal((await fs.readdir(path.join(dir, 'corrupt'))).length, 3);

@@ -9,19 +9,27 @@ export type WorkerMessage =
   | { t: 'facteur:fatal'; message: string }
   | { t: 'facteur:commit'; id: string }
   | { t: 'facteur:conn-acquire'; req: number; ip: string }
-  | { t: 'facteur:conn-release'; token: number }
+  | ConnReturn
   | { t: 'facteur:rate'; req: number; key: string; cost: number; windowMs: number; limit: number }
   | PenaltyEvent
   | LearnEvent;
 
 /** Primary → worker. */
 export type PrimaryMessage =
-  | { t: 'facteur:conn-answer'; req: number; token: number | null }
+  | { t: 'facteur:conn-answer'; req: number; lent: number }
+  | { t: 'facteur:conn-recall'; recall: number; ip?: string }
   | { t: 'facteur:rate-answer'; req: number; result?: RateResult; error?: string }
   | { t: 'facteur:reload' }
   | { t: 'facteur:stop' }
   | PenaltyEvent
   | LearnEvent;
+
+/** Connection places given back to the primary: unasked, or in answer to a recall (its number). */
+export interface ConnReturn {
+  t: 'facteur:conn-return';
+  returns: [ip: string, n: number][];
+  recall?: number;
+}
 
 /** A wrong password or a success seen by one worker, relayed to the others so the brute-force counters are global. */
 export interface PenaltyEvent {

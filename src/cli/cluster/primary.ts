@@ -10,7 +10,7 @@ import type { ConfigValues } from '../../config/load.js';
 import { ConfigError } from '../../lib/errors.js';
 import type { Logger } from '../../observability/log.js';
 import { startObservabilityServer, parseListen, type ObservabilityServer } from '../../observability/http.js';
-import { ConnectionLimiter } from '../../policy/connlimit.js';
+import { LeaseLedger, lendOrRecall } from '../../policy/connlimit.js';
 import { MemoryRateStore } from '../../policy/ratelimit.js';
 import { startDelivery, deliveryOptionsFromConfig, type DeliveryHandle } from '../../delivery/index.js';
 import type { ListenerKind } from '../../smtp/server.js';
@@ -57,11 +57,12 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
   await tlsFiles(cfg, dataDir, (s.hostname as string) || os.hostname(), log);
   const spool = await openQueue(cfg, log);
   let delivery: DeliveryHandle | undefined;
-  const limiter = new ConnectionLimiter(s.max_connections as number, s.max_connections_per_ip as number);
+  // Connection places lent to the workers (see LeaseLedger); a dead worker's come back at once.
+  const ledger = new LeaseLedger(s.max_connections as number, s.max_connections_per_ip as number, o.workers);
   const rates = new MemoryRateStore();
-  /** Connection tokens by number, with the worker holding each (released all at once if that worker dies). */
-  const tokens = new Map<number, { release: () => void; worker: number }>();
-  let nextToken = 1;
+  /** Recalls waiting for a worker's answer, by number. */
+  const recalls = new Map<number, () => void>();
+  let nextRecall = 1;
   const ready = new Map<number, RunningPrimary['bound']>();
   let stopping = false;
   /** While starting: settle the start (an error, or none once every worker is ready). */
@@ -88,19 +89,12 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
       case 'facteur:commit':
         spool.announce(m.id);
         break;
-      case 'facteur:conn-acquire': {
-        const release = limiter.acquire(m.ip);
-        let token: number | null = null;
-        if (release) {
-          token = nextToken++;
-          tokens.set(token, { release, worker: w.id });
-        }
-        sendTo(w, { t: 'facteur:conn-answer', req: m.req, token });
+      case 'facteur:conn-acquire':
+        void lend(w, m.req, m.ip);
         break;
-      }
-      case 'facteur:conn-release':
-        tokens.get(m.token)?.release();
-        tokens.delete(m.token);
+      case 'facteur:conn-return':
+        for (const [ip, n] of m.returns) ledger.giveBack(w.id, ip, n);
+        if (m.recall !== undefined) recalls.get(m.recall)?.();
         break;
       case 'facteur:rate':
         rates.hit(m.key, m.cost, m.windowMs, m.limit).then(
@@ -115,17 +109,37 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
     }
   };
 
+  /** Ask a worker for its free places (for `ip`, or all); settles on its answer, its exit, or after a second. */
+  const recallFrom = (id: number, ip: string | undefined) =>
+    new Promise<void>((resolve) => {
+      const x = cluster.workers?.[id];
+      if (!x || !x.isConnected()) return resolve();
+      const n = nextRecall++;
+      const done = () => {
+        clearTimeout(timer);
+        recalls.delete(n);
+        x.off('exit', done);
+        resolve();
+      };
+      const timer = setTimeout(done, 1_000);
+      recalls.set(n, done);
+      x.once('exit', done);
+      sendTo(x, { t: 'facteur:conn-recall', recall: n, ip });
+    });
+
+  /** Lend places to a worker for a connection from `ip`; at a ceiling, first take back what the others hold free. */
+  const lend = async (w: Worker, req: number, ip: string) => {
+    const lent = await lendOrRecall(ledger, w.id, ip, recallFrom);
+    sendTo(w, { t: 'facteur:conn-answer', req, lent });
+  };
+
   const fork = () => {
     const w = cluster.fork();
     w.on('message', (m: unknown) => onMessage(w, m));
     w.on('error', (err: Error) => log.debug({ worker: w.id, err: err.message }, 'smtp worker channel error'));
     w.on('exit', (code, signal) => {
       const wasReady = ready.delete(w.id);
-      for (const [t, v] of tokens) {
-        if (v.worker !== w.id) continue;
-        v.release();
-        tokens.delete(t);
-      }
+      ledger.dropWorker(w.id);
       if (stopping) return;
       if (!wasReady && settleStart) {
         settleStart(new Error(`an SMTP worker exited before it was ready (code ${code}, signal ${signal})`));

@@ -7,6 +7,7 @@ import type { ConfigValues } from '../../config/load.js';
 import { Spool } from '../../queue/spool.js';
 import { queueDirFromConfig } from '../../delivery/index.js';
 import { PenaltyBox } from '../../policy/penalty.js';
+import { LeasedAdmission } from '../../policy/connlimit.js';
 import type { RateResult, RateStore } from '../../policy/ratelimit.js';
 import type { SenderPolicy } from '../../policy/sender.js';
 import { createLogger } from '../../observability/log.js';
@@ -100,6 +101,9 @@ export async function runWorker(o: WorkerOptions): Promise<number> {
       case 'facteur:rate-answer':
         asker.answer(msg.req, msg);
         break;
+      case 'facteur:conn-recall':
+        send({ t: 'facteur:conn-return', returns: admission.recall(msg.ip), recall: msg.recall });
+        break;
       case 'facteur:penalty':
         penalty.apply(msg);
         break;
@@ -120,15 +124,16 @@ export async function runWorker(o: WorkerOptions): Promise<number> {
   process.once('SIGINT', () => stop());
   process.on('SIGHUP', () => undefined); // the primary tells its workers to reload
 
-  const shared: SharedState = {
-    admission: {
-      async acquire(ip: string) {
-        const a = await asker.ask((req) => ({ t: 'facteur:conn-acquire', req, ip }));
-        if (a.t !== 'facteur:conn-answer' || a.token === null) return undefined;
-        const token = a.token;
-        return () => send({ t: 'facteur:conn-release', token });
-      },
+  // Connection places lent by the primary (see LeasedAdmission): most connections are admitted without asking it.
+  const admission = new LeasedAdmission({
+    async borrow(ip) {
+      const a = await asker.ask((req) => ({ t: 'facteur:conn-acquire', req, ip }));
+      return a.t === 'facteur:conn-answer' ? a.lent : 0;
     },
+    giveBack: (returns) => send({ t: 'facteur:conn-return', returns }),
+  });
+  const shared: SharedState = {
+    admission,
     memoryRateStore: {
       async hit(key: string, cost: number, windowMs: number, limit: number): Promise<RateResult> {
         const a = await asker.ask((req) => ({ t: 'facteur:rate', req, key, cost, windowMs, limit }));

@@ -7,7 +7,7 @@ import type { ListenerKind } from '../../smtp/server.js';
 export type WorkerMessage =
   | { t: 'facteur:ready'; bound: { kind: ListenerKind; host: string; port: number }[] }
   | { t: 'facteur:fatal'; message: string }
-  | { t: 'facteur:commit'; id: string }
+  | { t: 'facteur:commit'; ids: string[] }
   | { t: 'facteur:conn-acquire'; req: number; ip: string }
   | ConnReturn
   | { t: 'facteur:rate'; req: number; key: string; cost: number; windowMs: number; limit: number }

@@ -87,7 +87,7 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
         log.error({ worker: w.id, error: m.message }, 'smtp worker could not start');
         break;
       case 'facteur:commit':
-        spool.announce(m.id);
+        for (const id of m.ids) spool.announce(id);
         break;
       case 'facteur:conn-acquire':
         void lend(w, m.req, m.ip);

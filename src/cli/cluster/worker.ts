@@ -148,7 +148,15 @@ export async function runWorker(o: WorkerOptions): Promise<number> {
   try {
     // The primary opened the spool (lock, recovery); a worker only adds new messages, announced to the primary's scheduler.
     const spool = await Spool.open(queueDirFromConfig(o.config as Record<string, Record<string, unknown>>), { recover: false });
-    spool.onCommit((queueId) => send({ t: 'facteur:commit', id: queueId }));
+    // Announced to the primary's scheduler in one message per event-loop turn (commits finishing together share it).
+    let committed: string[] = [];
+    spool.onCommit((queueId) => {
+      if (committed.push(queueId) > 1) return;
+      setImmediate(() => {
+        send({ t: 'facteur:commit', ids: committed });
+        committed = [];
+      });
+    });
     const metrics = createMetrics();
     new AggregatorRegistry(); // answers the primary's requests for this worker's metrics
     AggregatorRegistry.setRegistries([metrics.registry]);

@@ -32,6 +32,8 @@ export interface DeliveryOptions {
   tlsCa?: string;
   /** Apply MTA-STS policies (RFC 8461) to direct MX delivery. */
   mtaSts: boolean;
+  /** DANE (RFC 7672): "auto" when the system resolver is local, "on" whatever it is, "off". */
+  dane: 'auto' | 'on' | 'off';
   concurrency: number;
   destinationConcurrency: number;
   recipientsPerTransaction: number;
@@ -63,6 +65,7 @@ export function defaultDeliveryOptions(dataDir: string, over: Partial<DeliveryOp
     starttls: 'opportunistic',
     tlsVerify: false,
     mtaSts: true,
+    dane: 'auto',
     concurrency: 50,
     destinationConcurrency: 10,
     recipientsPerTransaction: 50,
@@ -132,6 +135,7 @@ export function deliveryOptionsFromConfig(cfg: Record<string, Sec>): DeliveryOpt
     tlsVerify: Boolean(d.tls_verify ?? false),
     tlsCa: readCaFile(String(d.tls_ca_file ?? '')),
     mtaSts: Boolean(d.mta_sts ?? true),
+    dane: (d.dane as DeliveryOptions['dane'] | undefined) ?? 'auto',
     concurrency: Number(d.concurrency ?? 50),
     destinationConcurrency: Number(d.destination_concurrency ?? 10),
     recipientsPerTransaction: Number(d.recipients_per_transaction ?? 50),

@@ -1,6 +1,7 @@
 // The delivery scheduler: picks due messages from the spool, routes each recipient, delivers (Maildir, LMTP, SMTP),
 // records per-recipient results durably, retries with backoff, and queues DSNs. Trusts the spool; nothing from the network.
 import fs from 'node:fs';
+import net from 'node:net';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -12,6 +13,8 @@ import { buildDsn, dsnEnvelope, wantsNotice, type DsnRecipient } from './dsn.js'
 import { deliverMaildir } from './maildir.js';
 import { lookupMx, systemResolver, type MxResolver } from './mx.js';
 import { MtaSts } from './mta-sts.js';
+import { UdpSecureResolver, type SecureResolver } from './dnssec.js';
+import { daneFor, type DaneDecision } from './dane.js';
 import { systemClock, type Clock, type DeliveryOptions } from './options.js';
 import { local, type RcptResult } from './result.js';
 import { createRouter, routeKey, type Route } from './routing.js';
@@ -32,6 +35,8 @@ export interface StartDeliveryArgs {
   log: Logger;
   clock?: Clock;
   resolver?: MxResolver;
+  /** DNSSEC-aware resolver for DANE (default: the system's first name server, see options.dane). */
+  secureResolver?: SecureResolver;
 }
 
 /** Wait before attempt n+1 after n failed attempts: initial, doubled each time, capped. */
@@ -77,6 +82,17 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
         },
     log,
   );
+  // DANE: with "auto", only a resolver on this machine is trusted to have validated (its AD bit); see dnssec.ts.
+  let secure: SecureResolver | undefined;
+  if (o.dane !== 'off') {
+    if (args.secureResolver) secure = args.secureResolver;
+    else if (!args.resolver) {
+      // (A caller that injects its own MX resolver and no secure one has DANE off: the two must see the same DNS.)
+      const udp = new UdpSecureResolver();
+      if (o.dane === 'on' || udp.local) secure = udp;
+      else log.info('DANE off: the system resolver is not on this machine, so its DNSSEC validation cannot be trusted ([delivery] dane = "on" trusts it anyway)');
+    }
+  }
   const due = new DueQueue();
   const inflight = new Map<string, Promise<void>>();
   const destinations = new Map<string, Limiter>();
@@ -181,8 +197,12 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
       for (const r of rcpts) out.push(await deliverMaildir(o, r.index, r.address, entry.envelope.mailFrom, message));
       return out;
     }
-    let hosts: ({ host: string; port: number } | { path: string })[];
+    let hosts: ({ host: string; port: number; address?: string } | { path: string })[];
     let stsEnforced = false;
+    /** Per host (same order as hosts), when DANE was looked up. */
+    let dane: DaneDecision[] | undefined;
+    /** The hosts are MX hosts (or the domain itself): their addresses are looked up here too. */
+    let resolvedByUs = false;
     if (route.kind === 'mx' || (route.kind === 'smtp' && 'host' in route.hop && route.hop.mx)) {
       const domain = route.kind === 'mx' ? route.domain : (route.hop as { host: string }).host;
       const port = route.kind === 'mx' ? o.smtpPort : (route.hop as { port: number }).port;
@@ -198,6 +218,16 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
         }
       }
       hosts = names.map((host) => ({ host, port }));
+      resolvedByUs = true;
+      // DANE (RFC 7672) applies to MX hosts found through a validated MX lookup (or the domain itself, when a validated
+      // answer says it has no MX).
+      if (route.kind === 'mx' && secure) {
+        const mxSecure = await secure.query(domain, 'MX').then(
+          (a) => a.secure && a.status !== 'nxdomain',
+          () => false,
+        );
+        if (mxSecure) dane = await Promise.all(names.map((h) => daneFor(secure!, h, port)));
+      }
     } else {
       hosts = [route.hop as { host: string; port: number } | { path: string }];
     }
@@ -205,14 +235,31 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     const msg = lmtp ? message : await signed();
     const auth = route.kind === 'smtp' ? route.auth : undefined;
     const errors: string[] = [];
-    for (const hop of hosts.slice(0, 5)) {
+    for (const [i, h] of hosts.slice(0, 5).entries()) {
+      let hop = h;
+      const d = dane?.[i];
+      if (d?.kind === 'fail') {
+        errors.push(d.text);
+        continue;
+      }
+      // An MX host's address comes from the same resolver as the MX (and TLSA) records, as in Postfix; the name stays
+      // for TLS. (nodemailer would otherwise ask its own resolver, built from /etc/resolv.conf.)
+      if (resolvedByUs && 'host' in hop && !net.isIP(hop.host) && resolver.resolve) {
+        const name = hop.host;
+        const addrs = (await resolver.resolve(name, 'A').catch(() => resolver.resolve!(name, 'AAAA').catch(() => []))) as string[];
+        if (addrs.length) hop = { ...hop, address: addrs[0] };
+      }
+      // DANE: the TLSA records decide (RFC 7672; they take precedence over MTA-STS for this host, RFC 8461 section 2).
       // MTA-STS enforce: STARTTLS required and the certificate verified against the MX name (RFC 8461 section 4.2).
-      const sessionOpts = stsEnforced ? { ...session, auth, starttls: 'require' as const, tlsVerify: true } : { ...session, auth };
+      const sessionOpts =
+        d?.kind === 'dane' ? { ...session, auth, dane: d.records } : stsEnforced ? { ...session, auth, starttls: 'require' as const, tlsVerify: true } : { ...session, auth };
       const out = await sendToHost({ hop, lmtp, envelope: entry.envelope, rcpts, message: msg }, sessionOpts);
       if (out.connected) return out.results;
       errors.push(out.error ?? 'connection failed');
     }
-    return rcpts.map((r) => local(r.index, 'deferred', '4.4.1', `451 4.4.1 ${errors.join('; ')}`));
+    // Every host refused for its security (DANE): 4.7.5, as for MTA-STS; otherwise a routing/connection problem.
+    const status = errors.length && errors.every((e) => /DANE|TLSA/.test(e)) ? '4.7.5' : '4.4.1';
+    return rcpts.map((r) => local(r.index, 'deferred', status, `451 ${status} ${errors.join('; ')}`));
   }
 
   async function attempt(id: string): Promise<void> {

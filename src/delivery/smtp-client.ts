@@ -6,6 +6,7 @@ import tls from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Envelope } from '../queue/types.js';
 import { cleanReply, fromReply, local, type RcptResult } from './result.js';
+import { checkChain, type Tlsa } from './dane.js';
 
 export interface SmtpSessionOptions {
   heloName: string;
@@ -16,10 +17,14 @@ export interface SmtpSessionOptions {
   timeoutMs: number;
   recipientsPerTransaction: number;
   auth?: { user: string; pass: string };
+  /** DANE applies to this host (RFC 7672): STARTTLS required, and the certificate must match one of these TLSA
+   * records (none usable: encryption required, no authentication). */
+  dane?: Tlsa[];
 }
 
 export interface SendJob {
-  hop: { host: string; port: number } | { path: string };
+  /** `address`: connect there instead of resolving `host` (which still names the server for TLS). */
+  hop: { host: string; port: number; address?: string } | { path: string };
   lmtp: boolean;
   envelope: Envelope;
   /** Recipients of this job, with their index in envelope.rcptTo. */
@@ -113,14 +118,15 @@ async function openSession(job: SendJob, o: SmtpSessionOptions): Promise<Opened>
     }
   }
   const conn = new SMTPConnection({
-    ...('path' in job.hop ? { connection: socket } : { host: job.hop.host, port: job.hop.port }),
+    ...('path' in job.hop ? { connection: socket } : { host: job.hop.address ?? job.hop.host, port: job.hop.port }),
     name: o.heloName,
     lmtp: job.lmtp,
     secure: false,
-    ignoreTLS: o.starttls === 'off',
-    requireTLS: o.starttls === 'require',
-    opportunisticTLS: o.starttls === 'opportunistic',
-    tls: { rejectUnauthorized: o.tlsVerify, ca: o.tlsCa ? [...tls.rootCertificates, o.tlsCa] : undefined, servername: 'path' in job.hop || net.isIP(job.hop.host) ? undefined : job.hop.host },
+    ignoreTLS: !o.dane && o.starttls === 'off',
+    requireTLS: !!o.dane || o.starttls === 'require',
+    opportunisticTLS: !o.dane && o.starttls === 'opportunistic',
+    // With DANE the TLSA records, not the CAs, decide (checked below once STARTTLS is done).
+    tls: { rejectUnauthorized: o.dane ? false : o.tlsVerify, ca: o.tlsCa ? [...tls.rootCertificates, o.tlsCa] : undefined, servername: 'path' in job.hop || net.isIP(job.hop.host) ? undefined : job.hop.host },
     connectionTimeout: o.connectTimeoutMs,
     greetingTimeout: o.connectTimeoutMs,
     socketTimeout: o.timeoutMs,
@@ -136,7 +142,16 @@ async function openSession(job: SendJob, o: SmtpSessionOptions): Promise<Opened>
     // A 5xx greeting (RFC 5321 554) is a permanent refusal from this host; anything else (EHLO, STARTTLS, TLS
     // required but not offered, network): try the next host, and keep the mail if none works.
     if (e.command === 'CONN' && e.responseCode && e.responseCode >= 500) return { outcome: { connected: true, results: job.rcpts.map((r) => fromReply(r.index, e.responseCode, e.response, remote)) } };
-    return { outcome: { connected: false, error: `${hopName(job.hop)}: ${cleanReply(e.response || e.message)}`, results: [] } };
+    // Under DANE a host without STARTTLS (or whose TLS fails) is refused for its security: say so.
+    const daneTls = o.dane && (e.code === 'ETLS' || /\bTLS\b|STARTTLS|SSL|certificate/.test(e.message)) ? 'DANE requires STARTTLS (the host publishes TLSA records), which failed: ' : '';
+    return { outcome: { connected: false, error: `${hopName(job.hop)}: ${daneTls}${cleanReply(e.response || e.message)}`, results: [] } };
+  }
+  if (o.dane?.length && 'host' in job.hop) {
+    const why = checkChain(o.dane, peerChain(conn), job.hop.host);
+    if (why) {
+      s.quit();
+      return { outcome: { connected: false, error: `${hopName(job.hop)}: DANE: ${why}`, results: [] } };
+    }
   }
   if (o.auth) {
     try {
@@ -152,6 +167,19 @@ async function openSession(job: SendJob, o: SmtpSessionOptions): Promise<Opened>
   return { session: s };
 }
 
+/** The certificates the server presented after STARTTLS, leaf first. */
+function peerChain(conn: SMTPConnection): crypto.X509Certificate[] {
+  const sock = (conn as unknown as { _socket?: tls.TLSSocket })._socket;
+  if (!sock || typeof sock.getPeerCertificate !== 'function') return [];
+  const out: crypto.X509Certificate[] = [];
+  const seen = new Set<string>();
+  for (let c: tls.DetailedPeerCertificate | undefined = sock.getPeerCertificate(true); c?.raw && !seen.has(c.fingerprint256); c = c.issuerCertificate) {
+    seen.add(c.fingerprint256);
+    out.push(new crypto.X509Certificate(c.raw));
+  }
+  return out;
+}
+
 // Connection reuse: after a message, a healthy session waits a little for the next message to the same next hop.
 const idle = new Map<string, { session: Session; timer: NodeJS.Timeout }[]>();
 const REUSE_IDLE_MS = 2000;
@@ -160,7 +188,8 @@ const REUSE_MAX_MESSAGES = 100;
 function poolKey(job: SendJob, o: SmtpSessionOptions): string {
   const h = (v: string | undefined) => (v ? crypto.createHash('sha256').update(v).digest('hex') : '');
   // Everything that shapes the session's security is in the key: a session is reused only under the same terms.
-  return JSON.stringify([hopName(job.hop), job.lmtp, o.heloName, o.starttls, o.tlsVerify, h(o.tlsCa), o.auth?.user ?? '', h(o.auth?.pass)]);
+  const dane = o.dane ? h(JSON.stringify(o.dane.map((t) => [t.usage, t.selector, t.mtype, t.data.toString('hex')]))) : '';
+  return JSON.stringify([hopName(job.hop), job.lmtp, o.heloName, o.starttls, o.tlsVerify, h(o.tlsCa), o.auth?.user ?? '', h(o.auth?.pass), o.dane ? `dane:${dane}` : '']);
 }
 
 function takeIdle(key: string): Session | undefined {

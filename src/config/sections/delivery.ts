@@ -18,6 +18,7 @@ export const delivery = defineSection('delivery', 'Delivery: local mailboxes, ro
   tls_verify: { type: 'boolean', default: false, doc: 'Verify the remote certificate (opportunistic TLS usually does not: most MX certificates would fail)' },
   tls_ca_file: { type: 'string', default: '', doc: 'Extra CA certificates (PEM) trusted when verifying remote servers, e.g. a private relayhost\'s CA' },
   mta_sts: { type: 'boolean', default: true, doc: 'Honour MTA-STS (RFC 8461) for direct MX delivery: with an enforcing policy, only listed MX hosts and verified TLS' },
+  dane: { type: 'string', default: 'auto', oneOf: ['auto', 'on', 'off'], doc: 'DANE (RFC 7672) for direct MX delivery: TLSA records published under DNSSEC make verified STARTTLS mandatory. "auto": only when the system resolver is on this machine (a validating resolver such as unbound, whose AD bit can be trusted); "on": trust the resolver\'s AD bit wherever it is' },
   concurrency: { type: 'integer', default: 50, doc: 'Messages delivered at the same time', check: positive },
   destination_concurrency: { type: 'integer', default: 10, doc: 'Simultaneous connections to one destination (domain or next hop)', check: positive },
   recipients_per_transaction: { type: 'integer', default: 50, doc: 'Recipients sent in one SMTP transaction; more are split', check: positive },

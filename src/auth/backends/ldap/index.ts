@@ -170,6 +170,105 @@ function constantTimeEq(a: string, b: string): boolean {
   return timingSafeEqual(da, db) && a === b;
 }
 
+/** What an abort must stop: the connection an operation runs on, or a place in a queue. */
+interface Killable {
+  kill(): void;
+}
+
+const noop = (): void => {};
+
+/**
+ * One verification in progress. The caller's signal is hooked once per request (not once per LDAP operation), and the
+ * operation awaited at the time is remembered, so that an abort kills its connection and fails it at once.
+ * `explain` is undefined unless someone reads the steps: callers write `req.explain?.(...)`, which builds no string then.
+ */
+class Req {
+  private current: Killable | undefined;
+  private rejectCurrent: ((err: Error) => void) | undefined;
+  private hooked = false;
+  constructor(
+    readonly signal: AbortSignal,
+    readonly explain: Explain | undefined,
+  ) {}
+
+  get aborted(): boolean {
+    return this.signal.aborted;
+  }
+
+  private readonly onAbort = (): void => {
+    const target = this.current;
+    const reject = this.rejectCurrent;
+    this.current = undefined;
+    this.rejectCurrent = undefined;
+    target?.kill();
+    reject?.(new Aborted('aborted'));
+  };
+
+  /** Wait for `p`, work that runs on `target`; if the request is aborted meanwhile, `target` is killed and Aborted thrown. */
+  wait<T>(target: Killable, p: Promise<T>): Promise<T> {
+    if (this.signal.aborted) {
+      target.kill();
+      p.catch(noop);
+      return Promise.reject(new Aborted('aborted'));
+    }
+    if (!this.hooked) {
+      this.hooked = true;
+      this.signal.addEventListener('abort', this.onAbort, { once: true });
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.current = target;
+      this.rejectCurrent = reject;
+      p.then(
+        (v) => {
+          this.settled(target);
+          resolve(v);
+        },
+        (err: unknown) => {
+          this.settled(target);
+          reject(err);
+        },
+      );
+    });
+  }
+
+  private settled(target: Killable): void {
+    if (this.current !== target) return;
+    this.current = undefined;
+    this.rejectCurrent = undefined;
+  }
+
+  /** The request is over: unhook from the caller's signal (which may outlive it). */
+  done(): void {
+    if (this.hooked) this.signal.removeEventListener('abort', this.onAbort);
+  }
+}
+
+/** A place in a server's queue for a user-bind connection; killing it (abort) gives the place up. */
+class Waiter implements Killable {
+  gone = false;
+  wake: () => void = noop;
+  kill(): void {
+    this.gone = true;
+  }
+}
+
+/** Where fastbind collects the mail addresses read from the user's own entry after the bind. */
+interface SelfRead {
+  addresses?: string[];
+}
+
+/** Bind result codes that mean "not this password / not this user": a bare NO, the server is fine. */
+function isRefusal(err: unknown): boolean {
+  return (
+    err instanceof InvalidCredentialsError ||
+    err instanceof InvalidDNSyntaxError ||
+    err instanceof InsufficientAccessError ||
+    err instanceof InappropriateAuthError ||
+    err instanceof UnwillingToPerformError ||
+    err instanceof NoSuchObjectError
+  );
+}
+
 export class LdapBackend implements AuthBackend {
   readonly name = 'ldap';
   private servers: Server[] = [];
@@ -178,6 +277,8 @@ export class LdapBackend implements AuthBackend {
   /** The DN cache is used only when the filter merely names the user (one equality assertion): a compound filter may encode policy
    *  (`(&(uid=%u)(mailEnabled=TRUE))`) that a cached DN would skip, and the check must never be weakened. */
   private dnCacheOn = false;
+  /** A group check is configured (ldap_group_dn with the attr method, or ldap_group_filter with the filter method). */
+  private groupOn = false;
   private closed = false;
 
   constructor(
@@ -192,6 +293,7 @@ export class LdapBackend implements AuthBackend {
     this.tlsOpts = tlsOptionsFor(cfg);
     this.cfg = cfg;
     this.dnCacheOn = cfg.dnCacheTtl > 0 && /^\(\s*[A-Za-z0-9][A-Za-z0-9.;-]*\s*=[^()&|!]*\)$/.test(cfg.filter.trim());
+    this.groupOn = cfg.groupMatchMethod === 'attr' ? !!cfg.groupDn : !!cfg.groupFilter;
     this.servers = cfg.servers.map((u) => {
       const url = new URL(u);
       const host = url.hostname.replace(/^\[|\]$/g, '');
@@ -217,107 +319,135 @@ export class LdapBackend implements AuthBackend {
   }
 
   async verify(creds: Credentials, opts: VerifyOptions): Promise<AuthResult> {
-    const explain: Explain = opts.explain ?? (() => {});
+    const explain = opts.explain;
     if (creds.login === '') {
-      explain('empty login: refused');
+      explain?.('empty login: refused');
       return fail();
     }
     if (creds.password === '') {
-      explain('empty password: refused without asking the directory (it would be an LDAP unauthenticated bind)');
+      explain?.('empty password: refused without asking the directory (it would be an LDAP unauthenticated bind)');
       return fail();
     }
     if (CONTROL.test(creds.login) || CONTROL.test(creds.realm) || CONTROL.test(creds.service)) {
-      explain('login, realm or service contains control characters: refused');
+      explain?.('login, realm or service contains control characters: refused');
       return fail();
     }
     if (this.closed) return tempfail('LDAP backend is shut down');
     const vals: TokenValues = { login: creds.login, realm: creds.realm || this.cfg.defaultRealm, service: creds.service };
+    const req = new Req(opts.signal, explain);
+    const servers = this.servers;
     const now = Date.now();
-    const up = this.servers.filter((s) => s.downUntil <= now);
-    const order = up.length ? up : this.servers;
-    if (!up.length) explain('every server failed recently: trying them all again');
-    let last = '';
-    for (const server of order) {
-      if (opts.signal.aborted) break;
-      explain(`server ${server.url}${server.secure ? ' (LDAPS)' : this.cfg.startTls ? ' (StartTLS)' : ''}`);
-      try {
-        const r = await this.attempt(server, vals, creds.password, opts.signal, explain);
-        server.downUntil = 0;
-        return r;
-      } catch (err) {
-        if (err instanceof Aborted || opts.signal.aborted) {
-          explain('aborted: the request ran out of time');
-          return tempfail('LDAP directory did not answer in time');
-        }
-        if (!(err instanceof ServerTrouble)) {
-          // The server answered, but with an error that says nothing about the password (e.g. the service account may not
-          // search): not a reason to call the server down (a hostile login must not steer requests away from it), nor a NO.
-          explain(`server ${server.url} answered ${errText(err)}`);
-          this.log(`LDAP server ${server.url}: ${errText(err)} (check the configuration and the service account's access)`);
-          return tempfail('LDAP directory error');
-        }
-        explain(`server ${server.url} failed: ${err.message}`);
-        this.log(`LDAP server ${server.url} failed: ${err.message}`);
-        server.downUntil = Date.now() + SERVER_BACKOFF_MS;
-        last = err.message;
+    // Servers that failed recently are skipped, unless every server did.
+    let anyUp = false;
+    for (const s of servers) {
+      if (s.downUntil <= now) {
+        anyUp = true;
+        break;
       }
     }
-    if (opts.signal.aborted) return tempfail('LDAP directory did not answer in time');
+    if (!anyUp) explain?.('every server failed recently: trying them all again');
+    let last = '';
+    try {
+      for (const server of servers) {
+        if (anyUp && server.downUntil > now) continue;
+        if (req.aborted) break;
+        explain?.(`server ${server.url}${server.secure ? ' (LDAPS)' : this.cfg.startTls ? ' (StartTLS)' : ''}`);
+        try {
+          const r = await this.attempt(server, vals, creds.password, req);
+          server.downUntil = 0;
+          return r;
+        } catch (err) {
+          if (err instanceof Aborted || req.aborted) {
+            explain?.('aborted: the request ran out of time');
+            return tempfail('LDAP directory did not answer in time');
+          }
+          if (!(err instanceof ServerTrouble)) {
+            // The server answered, but with an error that says nothing about the password (e.g. the service account may not
+            // search): not a reason to call the server down (a hostile login must not steer requests away from it), nor a NO.
+            explain?.(`server ${server.url} answered ${errText(err)}`);
+            this.log(`LDAP server ${server.url}: ${errText(err)} (check the configuration and the service account's access)`);
+            return tempfail('LDAP directory error');
+          }
+          explain?.(`server ${server.url} failed: ${err.message}`);
+          this.log(`LDAP server ${server.url} failed: ${err.message}`);
+          server.downUntil = Date.now() + SERVER_BACKOFF_MS;
+          last = err.message;
+        }
+      }
+    } finally {
+      req.done();
+    }
+    if (req.aborted) return tempfail('LDAP directory did not answer in time');
     return tempfail(last ? 'LDAP directory unavailable' : 'no LDAP server configured');
   }
 
-  private async attempt(server: Server, vals: TokenValues, password: string, signal: AbortSignal, explain: Explain): Promise<AuthResult> {
+  private async attempt(server: Server, vals: TokenValues, password: string, req: Req): Promise<AuthResult> {
     const cfg = this.cfg;
-    if (cfg.authMethod === 'fastbind') {
-      const dn = expand(cfg.filter, vals, 'dn');
-      explain(`fastbind: DN ${dn}`);
-      const bound = await this.userBind(server, dn, password, signal, explain, true);
-      if (!bound.ok) return fail();
-      if (!(await this.groupCheck(server, dn, vals, signal, explain))) return fail();
-      return ok('', bound.addresses);
+    const explain = req.explain;
+    if (cfg.authMethod === 'bind' && this.dnCacheOn) {
+      // The cache key is what the search base and filter are made of (they are a function of these values and the
+      // configuration, and a reload empties the cache), so a repeat login needs no template expansion.
+      const key = `${vals.login}\0${vals.realm}\0${vals.service}`;
+      const cached = this.cacheGet(key);
+      if (cached) {
+        explain?.(`DN from cache: ${cached.dn}`);
+        if (await this.userBind(server, cached.dn, password, req)) {
+          if (this.groupOn && !(await this.groupCheck(server, cached.dn, vals, req))) return fail();
+          return ok('', cached.addresses);
+        }
+        this.dnCache.delete(key);
+        explain?.('bind with the cached DN failed: searching again');
+      }
+      const found = await this.searchAndBind(server, vals, password, req, cached?.dn);
+      if (!found) return fail();
+      this.cachePut(key, { dn: found.dn, addresses: found.addresses, expires: Date.now() + cfg.dnCacheTtl * 1000 });
+      if (this.groupOn && !(await this.groupCheck(server, found.dn, vals, req))) return fail();
+      return ok('', found.addresses);
     }
 
-    const base = expand(cfg.searchBase, vals, 'dn');
-    const filter = expand(cfg.filter, vals, 'filter');
+    if (cfg.authMethod === 'fastbind') {
+      const dn = expand(cfg.filter, vals, 'dn');
+      explain?.(`fastbind: DN ${dn}`);
+      const self: SelfRead = {};
+      if (!(await this.userBind(server, dn, password, req, self))) return fail();
+      if (this.groupOn && !(await this.groupCheck(server, dn, vals, req))) return fail();
+      return ok('', self.addresses);
+    }
+
     if (cfg.authMethod === 'custom') {
-      const entry = await this.findUser(server, base, filter, [cfg.passwordAttr, ...cfg.mailAttrs], signal, explain);
+      const base = expand(cfg.searchBase, vals, 'dn');
+      const filter = expand(cfg.filter, vals, 'filter');
+      const entry = await this.findUser(server, base, filter, [cfg.passwordAttr, ...cfg.mailAttrs], req);
       if (!entry) return fail();
       const stored = firstValues(entry, [cfg.passwordAttr]);
       if (!stored.length) {
-        explain(`entry has no readable ${cfg.passwordAttr} (check the service account's access)`);
+        explain?.(`entry has no readable ${cfg.passwordAttr} (check the service account's access)`);
         return fail();
       }
       let match = false;
       for (const s of stored) if (await checkStored(password, s, explain)) match = true;
-      explain(`password compare (${cfg.passwordAttr}): ${match ? 'match' : 'no match'}`);
+      explain?.(`password compare (${cfg.passwordAttr}): ${match ? 'match' : 'no match'}`);
       if (!match) return fail();
-      if (!(await this.groupCheck(server, entry.dn, vals, signal, explain))) return fail();
+      if (this.groupOn && !(await this.groupCheck(server, entry.dn, vals, req))) return fail();
       return ok('', firstValues(entry, cfg.mailAttrs));
     }
 
-    // bind
-    const key = `${base}\0${filter}`;
-    const cached = this.dnCacheOn ? this.cacheGet(key) : undefined;
-    if (cached) {
-      explain(`DN from cache: ${cached.dn}`);
-      const b = await this.userBind(server, cached.dn, password, signal, explain, false);
-      if (b.ok) {
-        if (!(await this.groupCheck(server, cached.dn, vals, signal, explain))) return fail();
-        return ok('', cached.addresses);
-      }
-      this.dnCache.delete(key);
-      explain('bind with the cached DN failed: searching again');
-    }
-    const entry = await this.findUser(server, base, filter, cfg.mailAttrs, signal, explain);
-    if (!entry) return fail();
+    // bind, searching every time
+    const found = await this.searchAndBind(server, vals, password, req, undefined);
+    if (!found) return fail();
+    if (this.groupOn && !(await this.groupCheck(server, found.dn, vals, req))) return fail();
+    return ok('', found.addresses);
+  }
+
+  /** Search the user's entry, then bind as it. null: unknown, ambiguous, or wrong password (also when the DN found is `refusedDn`, just refused). */
+  private async searchAndBind(server: Server, vals: TokenValues, password: string, req: Req, refusedDn: string | undefined): Promise<{ dn: string; addresses: string[] } | null> {
+    const cfg = this.cfg;
+    const entry = await this.findUser(server, expand(cfg.searchBase, vals, 'dn'), expand(cfg.filter, vals, 'filter'), cfg.mailAttrs, req);
+    if (!entry) return null;
     const dn = entry.dn;
-    const addresses = firstValues(entry, cfg.mailAttrs);
-    if (cached && cached.dn === dn) return fail();
-    const b = await this.userBind(server, dn, password, signal, explain, false);
-    if (!b.ok) return fail();
-    if (this.dnCacheOn) this.cachePut(key, { dn, addresses, expires: Date.now() + cfg.dnCacheTtl * 1000 });
-    if (!(await this.groupCheck(server, dn, vals, signal, explain))) return fail();
-    return ok('', addresses);
+    if (refusedDn === dn) return null;
+    if (!(await this.userBind(server, dn, password, req))) return null;
+    return { dn, addresses: firstValues(entry, cfg.mailAttrs) };
   }
 
   private cacheGet(key: string): DnCacheEntry | undefined {
@@ -337,12 +467,13 @@ export class LdapBackend implements AuthBackend {
   }
 
   /** Search the user's entry with the service account. null = not found (or ambiguous). */
-  private async findUser(server: Server, base: string, filter: string, attributes: string[], signal: AbortSignal, explain: Explain): Promise<Entry | null> {
+  private async findUser(server: Server, base: string, filter: string, attributes: string[], req: Req): Promise<Entry | null> {
     const cfg = this.cfg;
-    explain(`search base "${base}" scope ${cfg.scope} filter ${filter}`);
+    const explain = req.explain;
+    explain?.(`search base "${base}" scope ${cfg.scope} filter ${filter}`);
     let entries: Entry[];
     try {
-      entries = await this.withService(server, signal, async (c) => {
+      entries = await this.withService(server, req, async (c) => {
         const r = await c.client.search(base, {
           scope: cfg.scope,
           filter,
@@ -352,70 +483,128 @@ export class LdapBackend implements AuthBackend {
           derefAliases: cfg.deref,
         });
         return r.searchEntries;
-      }, explain);
+      });
     } catch (err) {
       if (err instanceof NoSuchObjectError || err instanceof InvalidDNSyntaxError) {
-        explain(`search base ${err instanceof NoSuchObjectError ? 'does not exist' : 'is not a valid DN'}: user not found`);
+        explain?.(`search base ${err instanceof NoSuchObjectError ? 'does not exist' : 'is not a valid DN'}: user not found`);
         return null;
       }
       if (err instanceof SizeLimitExceededError) {
-        explain('more entries than ldap_size_limit match: ambiguous login refused');
+        explain?.('more entries than ldap_size_limit match: ambiguous login refused');
         return null;
       }
       throw err;
     }
     if (entries.length === 0) {
-      explain('no entry found');
+      explain?.('no entry found');
       return null;
     }
     if (entries.length > 1) {
-      explain(`${entries.length} entries found: ambiguous login refused`);
+      explain?.(`${entries.length} entries found: ambiguous login refused`);
       return null;
     }
-    explain(`found DN ${entries[0]!.dn}`);
+    explain?.(`found DN ${entries[0]!.dn}`);
     return entries[0]!;
   }
 
-  /** Bind as the user on a pooled user connection. `readSelf`: afterwards read the mail attributes of the bound entry (fastbind). */
-  private async userBind(server: Server, dn: string, password: string, signal: AbortSignal, explain: Explain, readSelf: boolean): Promise<{ ok: boolean; addresses?: string[] }> {
-    return this.withUserConn(server, signal, async (c) => {
+  /**
+   * Bind as the user on a pooled user connection: true when the directory accepts the password.
+   * With `self` (fastbind), the mail attributes of the bound entry are then read into it.
+   * No closure per call: this is the whole work of a login whose DN is cached.
+   */
+  private async userBind(server: Server, dn: string, password: string, req: Req, self?: SelfRead): Promise<boolean> {
+    const max = this.cfg.poolSize * USER_CONN_FACTOR;
+    while (server.userActive >= max) {
+      const w = new Waiter();
+      const woken = new Promise<void>((resolve) => (w.wake = resolve));
+      server.userWaiters.push(w);
       try {
-        await c.client.bind(dn, password);
+        await req.wait(w, woken);
       } catch (err) {
-        if (err instanceof InvalidCredentialsError || err instanceof InvalidDNSyntaxError || err instanceof InsufficientAccessError || err instanceof InappropriateAuthError || err instanceof UnwillingToPerformError || err instanceof NoSuchObjectError) {
-          explain(`bind as ${dn}: refused (${errText(err)})`);
-          return { ok: false };
-        }
+        w.gone = true;
         throw err;
       }
-      explain(`bind as ${dn}: success`);
-      let addresses: string[] | undefined;
-      if (readSelf && this.cfg.mailAttrs.length) {
+    }
+    server.userActive++;
+    try {
+      let conn: Conn | undefined;
+      while (server.idleUser.length) {
+        const c = server.idleUser.pop()!;
+        if (c.alive()) {
+          conn = c;
+          break;
+        }
+        c.kill();
+      }
+      if (conn) {
         try {
-          const r = await c.client.search(dn, { scope: 'base', filter: '(objectClass=*)', attributes: this.cfg.mailAttrs, sizeLimit: 1, timeLimit: this.cfg.timeLimit });
-          if (r.searchEntries[0]) addresses = firstValues(r.searchEntries[0], this.cfg.mailAttrs);
+          return await this.bindOn(server, conn, dn, password, req, self, max);
         } catch (err) {
-          if (!(err instanceof ResultCodeError)) throw err;
-          explain(`reading the user's own addresses failed (${errText(err)}): none returned`);
+          // A pooled connection may have been closed by the server while idle: one retry on a new connection.
+          if (!(err instanceof ServerTrouble && err.closed && !req.aborted)) throw err;
         }
       }
-      return { ok: true, addresses };
-    }, explain);
+      return await this.bindOn(server, await this.open(server, req), dn, password, req, self, max);
+    } finally {
+      server.userActive--;
+      for (let w = server.userWaiters.shift(); w; w = server.userWaiters.shift()) {
+        if (w.gone) continue;
+        w.wake();
+        break;
+      }
+    }
   }
 
-  private async groupCheck(server: Server, userDn: string, vals: TokenValues, signal: AbortSignal, explain: Explain): Promise<boolean> {
+  /** One user bind on `c`; afterwards `c` goes back to the idle pool, or is closed if it cannot be trusted for the next one. */
+  private async bindOn(server: Server, c: Conn, dn: string, password: string, req: Req, self: SelfRead | undefined, max: number): Promise<boolean> {
+    const explain = req.explain;
+    let bound = true;
+    try {
+      try {
+        await this.run(c, req, c.client.bind(dn, password));
+      } catch (err) {
+        if (!isRefusal(err)) throw err;
+        explain?.(`bind as ${dn}: refused (${errText(err)})`);
+        bound = false;
+      }
+      if (bound) {
+        explain?.(`bind as ${dn}: success`);
+        if (self && this.cfg.mailAttrs.length) {
+          try {
+            const r = await this.run(c, req, c.client.search(dn, { scope: 'base', filter: '(objectClass=*)', attributes: this.cfg.mailAttrs, sizeLimit: 1, timeLimit: this.cfg.timeLimit }));
+            if (r.searchEntries[0]) self.addresses = firstValues(r.searchEntries[0], this.cfg.mailAttrs);
+          } catch (err) {
+            // Any answer of the directory (even one that says it is busy) only means no addresses; a broken connection fails the request.
+            const code = err instanceof ServerTrouble ? err.cause : err;
+            if (!(code instanceof ResultCodeError)) throw err;
+            explain?.(`reading the user's own addresses failed (${errText(code)}): none returned`);
+          }
+        }
+      }
+    } catch (err) {
+      // Whatever went wrong, this connection's state is unknown: it is not pooled again.
+      c.kill();
+      throw err;
+    }
+    if (c.alive() && !this.closed && server.idleUser.length < max && this.servers.includes(server)) server.idleUser.push(c);
+    else c.kill();
+    return bound;
+  }
+
+  private async groupCheck(server: Server, userDn: string, vals: TokenValues, req: Req): Promise<boolean> {
     const cfg = this.cfg;
+    const explain = req.explain;
     const v = { ...vals, dn: userDn };
     if (cfg.groupMatchMethod === 'attr') {
       if (!cfg.groupDn) return true;
       const groupDn = expand(cfg.groupDn, v, 'dn');
       try {
-        const member = await this.withService(server, signal, (c) => c.client.compare(groupDn, cfg.groupAttr, userDn), explain);
-        explain(`group check: compare ${groupDn} ${cfg.groupAttr}=${userDn}: ${member ? 'member' : 'not a member'}`);
+        const member = await this.withService(server, req, (c) => c.client.compare(groupDn, cfg.groupAttr, userDn));
+        explain?.(`group check: compare ${groupDn} ${cfg.groupAttr}=${userDn}: ${member ? 'member' : 'not a member'}`);
         return member;
       } catch (err) {
         if (err instanceof NoSuchObjectError || err instanceof NoSuchAttributeError || err instanceof UndefinedTypeError || err instanceof InvalidDNSyntaxError) {
-          explain(`group check: ${groupDn}: ${errText(err)}: not a member`);
+          explain?.(`group check: ${groupDn}: ${errText(err)}: not a member`);
           return false;
         }
         throw err;
@@ -425,19 +614,19 @@ export class LdapBackend implements AuthBackend {
     const base = expand(cfg.groupSearchBase, v, 'dn');
     const filter = expand(cfg.groupFilter, v, 'filter');
     try {
-      const n = await this.withService(server, signal, async (c) => {
+      const n = await this.withService(server, req, async (c) => {
         const r = await c.client.search(base, { scope: cfg.groupScope, filter, attributes: ['1.1'], sizeLimit: 1, timeLimit: cfg.timeLimit, derefAliases: cfg.deref });
         return r.searchEntries.length;
-      }, explain);
-      explain(`group check: search "${base}" ${filter}: ${n ? 'member' : 'not a member'}`);
+      });
+      explain?.(`group check: search "${base}" ${filter}: ${n ? 'member' : 'not a member'}`);
       return n > 0;
     } catch (err) {
       if (err instanceof SizeLimitExceededError) {
-        explain(`group check: search "${base}" ${filter}: several entries: member`);
+        explain?.(`group check: search "${base}" ${filter}: several entries: member`);
         return true;
       }
       if (err instanceof NoSuchObjectError || err instanceof InvalidDNSyntaxError) {
-        explain(`group check: base "${base}" does not exist: not a member`);
+        explain?.(`group check: base "${base}" does not exist: not a member`);
         return false;
       }
       throw err;
@@ -447,7 +636,7 @@ export class LdapBackend implements AuthBackend {
   // ---- connections ----
 
   /** Open one connection: TCP (or TLS for ldaps://), then StartTLS when configured. Never reconnects silently afterwards. */
-  private async open(server: Server, signal: AbortSignal, explain?: Explain): Promise<Conn> {
+  private async open(server: Server, req: Req): Promise<Conn> {
     const cfg = this.cfg;
     let opened = false;
     // One socket per Client: if it closes, ldapts would silently reconnect (in clear text after StartTLS); refuse instead.
@@ -477,7 +666,7 @@ export class LdapBackend implements AuthBackend {
         timer = setTimeout(() => reject(new Error(`no answer within ${cfg.timeoutMs} ms`)), cfg.timeoutMs);
       });
       try {
-        await raceAbort(Promise.race([client.startTLS({ ...this.tlsOpts, host: server.host, servername }), timeout]), signal, () => conn.kill());
+        await req.wait(conn, Promise.race([client.startTLS({ ...this.tlsOpts, host: server.host, servername }), timeout]));
       } catch (err) {
         conn.kill();
         if (err instanceof Aborted) throw err;
@@ -485,16 +674,16 @@ export class LdapBackend implements AuthBackend {
       } finally {
         clearTimeout(timer);
       }
-      explain?.(`StartTLS with ${server.url}: certificate verified`);
+      req.explain?.(`StartTLS with ${server.url}: certificate verified`);
     }
     return conn;
   }
 
-  private async newService(server: Server, signal: AbortSignal, explain?: Explain): Promise<Conn> {
-    const conn = await this.open(server, signal, explain);
+  private async newService(server: Server, req: Req): Promise<Conn> {
+    const conn = await this.open(server, req);
     conn.inflight++;
     try {
-      if (this.cfg.bindDn || this.cfg.bindPw) await raceAbort(conn.client.bind(this.cfg.bindDn, this.cfg.bindPw), signal, () => conn.kill());
+      if (this.cfg.bindDn || this.cfg.bindPw) await req.wait(conn, conn.client.bind(this.cfg.bindDn, this.cfg.bindPw));
       // Anonymous service: no bind at all (an LDAPv3 connection starts anonymous).
     } catch (err) {
       conn.kill();
@@ -507,84 +696,45 @@ export class LdapBackend implements AuthBackend {
     return conn;
   }
 
-  private async withService<T>(server: Server, signal: AbortSignal, fn: (c: Conn) => Promise<T>, explain?: Explain): Promise<T> {
-    server.svc = server.svc.filter((c) => !c.dead && (c.alive() || !c.used));
+  private async withService<T>(server: Server, req: Req, fn: (c: Conn) => Promise<T>): Promise<T> {
+    // Drop connections that died (kept: fresh ones not used yet, which connect on their first operation).
+    let svc = server.svc;
+    for (const c of svc) {
+      if (c.dead || (c.used && !c.alive())) {
+        svc = svc.filter((x) => !x.dead && (x.alive() || !x.used));
+        server.svc = svc;
+        break;
+      }
+    }
     let conn: Conn | undefined;
     let best: Conn | undefined;
-    for (const c of server.svc) if (!best || c.inflight < best.inflight) best = c;
-    if (best && (best.inflight === 0 || server.svc.length >= this.cfg.poolSize)) conn = best;
+    for (const c of svc) if (!best || c.inflight < best.inflight) best = c;
+    if (best && (best.inflight === 0 || svc.length >= this.cfg.poolSize)) conn = best;
     let fresh = false;
     if (!conn) {
-      conn = await this.newService(server, signal, explain);
+      conn = await this.newService(server, req);
       server.svc.push(conn);
       fresh = true;
     }
     try {
-      return await this.run(conn, signal, fn);
+      return await this.run(conn, req, fn(conn));
     } catch (err) {
-      if (err instanceof ServerTrouble && err.closed && !fresh && !signal.aborted) {
+      if (err instanceof ServerTrouble && err.closed && !fresh && !req.aborted) {
         // A pooled connection may have been closed by the server while idle: one retry on a new connection.
-        const c2 = await this.newService(server, signal, explain);
+        const c2 = await this.newService(server, req);
         server.svc.push(c2);
-        return this.run(c2, signal, fn);
+        return this.run(c2, req, fn(c2));
       }
       throw err;
     }
   }
 
-  private async withUserConn<T>(server: Server, signal: AbortSignal, fn: (c: Conn) => Promise<T>, explain?: Explain): Promise<T> {
-    const max = this.cfg.poolSize * USER_CONN_FACTOR;
-    while (server.userActive >= max) {
-      const w = { wake: () => {}, gone: false };
-      const woken = new Promise<void>((resolve) => (w.wake = resolve));
-      server.userWaiters.push(w);
-      try {
-        await raceAbort(woken, signal, () => (w.gone = true));
-      } catch (err) {
-        w.gone = true;
-        throw err;
-      }
-    }
-    server.userActive++;
-    try {
-      let conn: Conn | undefined;
-      while (server.idleUser.length) {
-        const c = server.idleUser.pop()!;
-        if (c.alive()) {
-          conn = c;
-          break;
-        }
-        c.kill();
-      }
-      const reused = !!conn;
-      const attemptOn = async (c: Conn): Promise<T> => {
-        const r = await this.run(c, signal, fn);
-        if (c.alive() && !this.closed && server.idleUser.length < max && this.servers.includes(server)) server.idleUser.push(c);
-        else c.kill();
-        return r;
-      };
-      try {
-        return await attemptOn(conn ?? (await this.open(server, signal, explain)));
-      } catch (err) {
-        if (err instanceof ServerTrouble && err.closed && reused && !signal.aborted) return attemptOn(await this.open(server, signal, explain));
-        throw err;
-      }
-    } finally {
-      server.userActive--;
-      for (let w = server.userWaiters.shift(); w; w = server.userWaiters.shift()) {
-        if (w.gone) continue;
-        w.wake();
-        break;
-      }
-    }
-  }
-
-  /** Run one exchange on a connection: a non-LDAP error (socket, timeout) kills it and becomes ServerTrouble. */
-  private async run<T>(conn: Conn, signal: AbortSignal, fn: (c: Conn) => Promise<T>): Promise<T> {
+  /** Wait for `p`, an exchange on `conn`: a non-LDAP error (socket, timeout) kills the connection and becomes ServerTrouble. */
+  private async run<T>(conn: Conn, req: Req, p: Promise<T>): Promise<T> {
     conn.inflight++;
     conn.used = true;
     try {
-      return await raceAbort(fn(conn), signal, () => conn.kill());
+      return await req.wait(conn, p);
     } catch (err) {
       if (err instanceof Aborted) throw err;
       if (err instanceof ResultCodeError) {
@@ -606,34 +756,12 @@ function isServerSide(err: ResultCodeError): boolean {
   return [1, 2, 3, 11, 51, 52, 80].includes(err.code);
 }
 
-async function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => void): Promise<T> {
-  if (signal.aborted) {
-    onAbort();
-    p.catch(() => {});
-    throw new Aborted('aborted');
-  }
-  let handler: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    handler = () => {
-      onAbort();
-      reject(new Aborted('aborted'));
-    };
-    signal.addEventListener('abort', handler, { once: true });
-  });
-  try {
-    return await Promise.race([p, aborted]);
-  } finally {
-    signal.removeEventListener('abort', handler!);
-    p.catch(() => {});
-  }
-}
-
-async function checkStored(password: string, stored: string, explain: Explain): Promise<boolean> {
+async function checkStored(password: string, stored: string, explain: Explain | undefined): Promise<boolean> {
   const v = await verifyPasswordHash(password, stored);
   if (v !== null) return v;
   const scheme = /^\{([^}]*)\}/.exec(stored);
   if (scheme) {
-    explain(`password scheme {${scheme[1]}} is not supported: no match`);
+    explain?.(`password scheme {${scheme[1]}} is not supported: no match`);
     return false;
   }
   // No scheme: upstream compares the plaintext.

@@ -12,7 +12,7 @@
 // PAM_RHOST is set from the 5-field request's client address (truncated at ';'), as upstream master does.
 import { createRequire } from 'node:module';
 import { ConfigError } from '../../lib/errors.js';
-import { fail, ok, tempfail, type AuthBackend, type BackendFactory } from '../types.js';
+import { fail, ok, tempfail, type AuthBackend, type BackendFactory, type AbortLike } from '../types.js';
 
 interface PamBinding {
   pamAuthenticatePromise(o: { username: string; password: string; serviceName?: string; remoteHost?: string }): Promise<number>;
@@ -57,7 +57,7 @@ class Slots {
   private used = 0;
   private readonly queue: Array<() => void> = [];
   constructor(private readonly max: number) {}
-  async take(signal: AbortSignal): Promise<boolean> {
+  async take(signal: AbortLike): Promise<boolean> {
     if (this.used < this.max) {
       this.used++;
       return true;

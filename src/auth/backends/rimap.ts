@@ -30,7 +30,7 @@ import tls from 'node:tls';
 import dns from 'node:dns/promises';
 import fs from 'node:fs';
 import { ConfigError } from '../../lib/errors.js';
-import { fail, ok, tempfail, type AuthBackend, type AuthResult, type BackendFactory, type Explain } from '../types.js';
+import { fail, ok, tempfail, type AuthBackend, type AuthResult, type BackendFactory, type Explain, type AbortLike } from '../types.js';
 
 /** NETWORK_IO_TIMEOUT in auth_rimap.c: each read waits at most this long. */
 export const IO_TIMEOUT_MS = 30_000;
@@ -168,7 +168,7 @@ class Reader {
     this.sock = undefined;
   }
 
-  async until(done: (b: Buffer) => boolean, signal: AbortSignal, timeoutMs: number): Promise<ReadOutcome> {
+  async until(done: (b: Buffer) => boolean, signal: AbortLike, timeoutMs: number): Promise<ReadOutcome> {
     for (;;) {
       // auth_rimap.c reads into a 1000-byte buffer: a full buffer is an error, checked before the end condition.
       if (this.buf.length >= BUF_LEN) return 'overflow';
@@ -193,7 +193,7 @@ class Reader {
   }
 }
 
-function connectTcp(address: string, port: number, signal: AbortSignal, timeoutMs: number): Promise<net.Socket> {
+function connectTcp(address: string, port: number, signal: AbortLike, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: address, port });
     const timer = setTimeout(() => fin(new Error('connect timed out')), timeoutMs);
@@ -220,7 +220,7 @@ function tlsOptions(t: RimapTarget): tls.ConnectionOptions {
   return { host: t.host, ...(ip ? {} : { servername: t.host }), ...(t.ca ? { ca: t.ca } : {}), rejectUnauthorized: true, minVersion: 'TLSv1.2' };
 }
 
-function startTls(sock: net.Socket, t: RimapTarget, signal: AbortSignal): Promise<tls.TLSSocket> {
+function startTls(sock: net.Socket, t: RimapTarget, signal: AbortLike): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const s = tls.connect({ ...tlsOptions(t), socket: sock });
     const timer = setTimeout(() => fin(new Error('TLS handshake timed out')), t.ioTimeoutMs ?? IO_TIMEOUT_MS);
@@ -258,7 +258,7 @@ export function classifyReply(reply: string): AuthResult {
 }
 
 /** One verification: a fresh connection, the upstream conversation, a verdict. */
-export async function rimapVerify(t: RimapTarget, login: string, password: string, signal: AbortSignal, explain?: Explain, log?: (m: string) => void): Promise<AuthResult> {
+export async function rimapVerify(t: RimapTarget, login: string, password: string, signal: AbortLike, explain?: Explain, log?: (m: string) => void): Promise<AuthResult> {
   if (/[\r\n\0]/.test(login) || /[\r\n\0]/.test(password)) {
     explain?.('login or password contains CR, LF or NUL: refused without asking the server');
     return fail(TEXT.unexpected);

@@ -2,7 +2,7 @@
 // Trusts nothing from the socket (lengths bounded, fields decoded strictly); trusts its backend and its options.
 import net from 'node:net';
 import { parseRequest, fieldToString, BASE_FIELDS, encodeFields } from '../protocol/frame.js';
-import { replyText, type AuthBackend, type AuthResult, type Credentials } from '../types.js';
+import { replyText, type AbortLike, type AuthBackend, type AuthResult, type Credentials } from '../types.js';
 import { CredentialCache } from './cache.js';
 import type { Logger } from '../../observability/log.js';
 import type { PenaltyBox } from '../../policy/penalty.js';
@@ -96,6 +96,41 @@ export class Deadlines {
 
 const deadlines = new Deadlines();
 
+/**
+ * The abort signal of one backend call, which is also its deadline entry: no AbortController (~3 µs to create), timer or
+ * closure per request. Fires once, when the backend timeout has passed.
+ */
+class BackendCall implements Deadline, AbortLike {
+  aborted = false;
+  private listeners: (() => void)[] | undefined;
+  constructor(public at: number) {}
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    if (!this.aborted) (this.listeners ??= []).push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const l = this.listeners;
+    const i = l ? l.indexOf(listener) : -1;
+    if (i >= 0) l!.splice(i, 1);
+  }
+
+  fire(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    const l = this.listeners;
+    this.listeners = undefined;
+    if (!l) return;
+    for (const listener of l) {
+      try {
+        listener();
+      } catch {
+        // A listener's failure must not stop the others, nor the sweep of other deadlines.
+      }
+    }
+  }
+}
+
 /** Grace for the optional 5th field when only part of it has arrived (4-field clients never wait). */
 const FIFTH_FIELD_GRACE_MS = 200;
 /** Time a client gets to close after our reply before we close on it (upstream waits forever). */
@@ -169,15 +204,15 @@ export class AuthService {
     this.inflight++;
     let result: AuthResult;
     const endTimer = m?.backendLatency.startTimer({ backend: backend.name });
-    const ac = new AbortController();
-    const cancelDeadline = deadlines.add(this.o.backendTimeoutMs, () => ac.abort(new Error('backend did not answer in time')));
+    const call = new BackendCall(Date.now() + this.o.backendTimeoutMs);
+    deadlines.track(call);
     try {
-      result = await backend.verify(creds, { signal: ac.signal });
+      result = await backend.verify(creds, { signal: call });
     } catch (err) {
       this.o.log.error({ ...logCtx(creds, backend.name), err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'mechanism failed');
       result = { verdict: 'tempfail', reason: '[UNAVAILABLE] internal mechanism failure' };
     } finally {
-      cancelDeadline();
+      deadlines.untrack(call);
       endTimer?.();
       this.inflight--;
       this.sem.release();

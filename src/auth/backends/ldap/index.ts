@@ -38,7 +38,7 @@ import {
 } from 'ldapts';
 import { ConfigError } from '../../../lib/errors.js';
 import { verifyPasswordHash } from '../../passwords.js';
-import { fail, ok, tempfail, type AuthBackend, type AuthResult, type BackendFactory, type Credentials, type Explain, type VerifyOptions } from '../../types.js';
+import { fail, ok, tempfail, type AuthBackend, type AuthResult, type BackendFactory, type Credentials, type Explain, type VerifyOptions, type AbortLike } from '../../types.js';
 import { readLdapConfig, type LdapConfig } from './config.js';
 import { expand, type TokenValues } from './tokens.js';
 
@@ -187,7 +187,7 @@ class Req {
   private rejectCurrent: ((err: Error) => void) | undefined;
   private hooked = false;
   constructor(
-    readonly signal: AbortSignal,
+    readonly signal: AbortLike,
     readonly explain: Explain | undefined,
   ) {}
 

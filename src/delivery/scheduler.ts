@@ -9,6 +9,7 @@ import type { Logger } from '../observability/log.js';
 import { parseAddress } from '../mail/address.js';
 import type { MessageStatus, QueueEntry, Spool } from '../queue/spool.js';
 import { DkimKeys, fromDomain, signMessage } from './dkim.js';
+import { downgradeTo7bit } from '../mail/downgrade.js';
 import { buildDsn, dsnEnvelope, wantsNotice, type DsnRecipient } from './dsn.js';
 import { deliverMaildir } from './maildir.js';
 import { lookupMx, systemResolver, type MxResolver } from './mx.js';
@@ -190,7 +191,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     schedule();
   }
 
-  async function deliverGroup(route: Route, entry: QueueEntry, rcpts: { index: number; address: string }[], message: Buffer, signed: () => Promise<Buffer>): Promise<RcptResult[]> {
+  async function deliverGroup(route: Route, entry: QueueEntry, rcpts: { index: number; address: string }[], message: Buffer, signed: () => Promise<Buffer>, sevenBit: () => Promise<Buffer | undefined>): Promise<RcptResult[]> {
     if (route.kind === 'error') return rcpts.map((r) => local(r.index, route.status[0] === '4' ? 'deferred' : 'failed', route.status, `${route.status[0] === '4' ? 451 : 550} ${route.status} ${route.text}`));
     if (route.kind === 'maildir') {
       const out: RcptResult[] = [];
@@ -253,7 +254,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
       // MTA-STS enforce: STARTTLS required and the certificate verified against the MX name (RFC 8461 section 4.2).
       const sessionOpts =
         d?.kind === 'dane' ? { ...session, auth, dane: d.records } : stsEnforced ? { ...session, auth, starttls: 'require' as const, tlsVerify: true } : { ...session, auth };
-      const out = await sendToHost({ hop, lmtp, envelope: entry.envelope, rcpts, message: msg }, sessionOpts);
+      const out = await sendToHost({ hop, lmtp, envelope: entry.envelope, rcpts, message: msg, sevenBit: lmtp ? async () => downgradeTo7bit(message) : sevenBit }, sessionOpts);
       if (out.connected) return out.results;
       errors.push(out.error ?? 'connection failed');
     }
@@ -271,21 +272,24 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     const env = entry.envelope;
     const pending = st.recipients.map((r, index) => ({ ...r, index })).filter((r) => r.state === 'pending' || r.state === 'deferred');
     const message = entry.message;
-    let signedBuf: Buffer | undefined;
-    const signed = async () => {
-      if (signedBuf) return signedBuf;
-      signedBuf = message;
-      if (o.dkimSign) {
-        const d = fromDomain(message) ?? parseAddress(env.mailFrom)?.domain ?? (env.mailFrom === '' ? o.hostname : undefined);
-        const key = d ? await dkim.find(d) : undefined;
-        if (key) {
-          const s = await signMessage(message, key);
-          if (s.error) log.warn({ id, domain: d, error: s.error }, 'DKIM signing failed; sending unsigned');
-          signedBuf = s.message;
-        }
-      }
-      return signedBuf;
+    // DKIM signature: once per attempt for the message as is, and once more for its 7-bit form if a server needs it.
+    const sign = async (buf: Buffer): Promise<Buffer> => {
+      if (!o.dkimSign) return buf;
+      const d = fromDomain(buf) ?? parseAddress(env.mailFrom)?.domain ?? (env.mailFrom === '' ? o.hostname : undefined);
+      const key = d ? await dkim.find(d) : undefined;
+      if (!key) return buf;
+      const s = await signMessage(buf, key);
+      if (s.error) log.warn({ id, domain: d, error: s.error }, 'DKIM signing failed; sending unsigned');
+      return s.error ? buf : s.message;
     };
+    let signedP: Promise<Buffer> | undefined;
+    const signed = () => (signedP ??= sign(message));
+    let sevenBitP: Promise<Buffer | undefined> | undefined;
+    const sevenBit = () =>
+      (sevenBitP ??= (async () => {
+        const down = downgradeTo7bit(message);
+        return down && sign(down);
+      })());
     // Group recipients by route.
     const groups = new Map<string, { route: Route; rcpts: { index: number; address: string }[] }>();
     const results: RcptResult[] = [];
@@ -305,7 +309,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     const groupResults = await Promise.all(
       [...groups.entries()].map(([key, g]) =>
         limiter(key)
-          .run(() => deliverGroup(g.route, entry, g.rcpts, message, signed))
+          .run(() => deliverGroup(g.route, entry, g.rcpts, message, signed, sevenBit))
           .catch((err: unknown) => g.rcpts.map((r) => local(r.index, 'deferred', '4.3.0', `451 4.3.0 local error: ${(err as Error).message}`))),
       ),
     );

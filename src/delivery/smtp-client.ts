@@ -30,6 +30,8 @@ export interface SendJob {
   /** Recipients of this job, with their index in envelope.rcptTo. */
   rcpts: { index: number; address: string }[];
   message: Buffer;
+  /** The message converted to 7-bit (and signed again), for a server without 8BITMIME; undefined: not convertible. */
+  sevenBit?: () => Promise<Buffer | undefined>;
 }
 
 export interface SendOutcome {
@@ -245,6 +247,21 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
       results: job.rcpts.map((r) => local(r.index, 'failed', '5.6.7', `554 5.6.7 ${remote} does not support SMTPUTF8, which this message needs (RFC 6531)`, remote)),
     };
   }
+  // RFC 6152: no 8-bit data to a server that does not announce 8BITMIME: converted to 7-bit, or returned (5.6.3).
+  let message = job.message;
+  let eightBit = Boolean(job.envelope.body8bit || job.envelope.smtputf8);
+  if (job.envelope.body8bit && !s.extensions.includes('8BITMIME')) {
+    const down = job.sevenBit ? await job.sevenBit() : undefined;
+    if (!down) {
+      putIdle(key, s);
+      return {
+        connected: true,
+        results: job.rcpts.map((r) => local(r.index, 'failed', '5.6.3', `554 5.6.3 ${remote} does not support 8BITMIME, and this message cannot be converted to 7-bit (RFC 6152)`, remote)),
+      };
+    }
+    message = down;
+    eightBit = false;
+  }
   // Group by DSN parameters (nodemailer applies NOTIFY/ORCPT to every RCPT of a transaction), then by size.
   const groups = new Map<string, SendJob['rcpts']>();
   for (const r of job.rcpts) {
@@ -276,7 +293,7 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
       }
     }
     first = false;
-    const out = await sendBatch(s.conn, job, batch, remote, s.failed, s.extensions);
+    const out = await sendBatch(s.conn, { ...job, message }, eightBit, batch, remote, s.failed, s.extensions);
     s.messages++;
     if (out.broken) healthy = false;
     results.push(...out.results);
@@ -286,7 +303,7 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
   return { connected: true, results };
 }
 
-async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcpts'], remote: string, failed: Promise<never>, extensions: string[]): Promise<{ results: RcptResult[]; broken: boolean }> {
+async function sendBatch(conn: SMTPConnection, job: SendJob, eightBit: boolean, batch: SendJob['rcpts'], remote: string, failed: Promise<never>, extensions: string[]): Promise<{ results: RcptResult[]; broken: boolean }> {
   const p = job.envelope.rcptTo[batch[0].index];
   const dsn =
     job.envelope.dsn || p.notify || p.orcpt
@@ -310,7 +327,7 @@ async function sendBatch(conn: SMTPConnection, job: SendJob, batch: SendJob['rcp
     from: job.envelope.mailFrom,
     to: batch.map((r) => r.address),
     size: job.message.length,
-    use8BitMime: Boolean(job.envelope.body8bit || job.envelope.smtputf8),
+    use8BitMime: eightBit,
     dsn,
   };
   try {

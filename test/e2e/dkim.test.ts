@@ -8,6 +8,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import { simpleParser } from 'mailparser';
 import { Spool } from '../../src/queue/spool.js';
 import { startDelivery, type DeliveryHandle } from '../../src/delivery/scheduler.js';
 import { defaultDeliveryOptions } from '../../src/delivery/options.js';
@@ -22,6 +23,7 @@ const FACTEUR = path.resolve('bin/facteur');
 let data: string;
 let keys: string;
 let sink: Sink;
+let no8bit: Sink;
 let spool: Spool;
 let handle: DeliveryHandle;
 const records = new Map<string, string>();
@@ -55,10 +57,11 @@ before(async () => {
   data = await tempDir('facteur-dkim-');
   keys = path.join(data, 'dkim');
   sink = await startSink();
+  no8bit = await startSink({ args: ['-8'] }); // announces no 8BITMIME
   spool = await Spool.open(path.join(data, 'queue'));
   const options = defaultDeliveryOptions(data, {
     hostname: 'mx.facteur.test',
-    transportMap: parseTransportMap([`* = smtp:[127.0.0.1]:${sink.port}`]),
+    transportMap: parseTransportMap([`no8bit.test = smtp:[127.0.0.1]:${no8bit.port}`, `* = smtp:[127.0.0.1]:${sink.port}`]),
     dkimDir: keys,
     scanIntervalMs: 3_600_000,
   });
@@ -68,6 +71,7 @@ before(async () => {
 after(async () => {
   await handle?.stop();
   await sink?.stop();
+  await no8bit?.stop();
 });
 
 test('keygen writes a 0600 RSA key and prints a TXT record; refuses to overwrite and bad names', async () => {
@@ -139,4 +143,31 @@ test('mail from a domain without a key goes out unsigned', async () => {
   const all = await sink.waitForMessages(before + 1);
   const m = all.find((x) => x.text.includes('Subject: nokey'))!;
   assert.doesNotMatch(m.text, /DKIM-Signature/);
+});
+
+test('8-bit mail to a server without 8BITMIME: converted to quoted-printable, signed after the conversion, same content', async () => {
+  const body = 'From: Alice <alice@sender.test>\r\nTo: bob@no8bit.test\r\nSubject: eight\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße, ça marche = oui\r\n';
+  await spool.commit({ mailFrom: 'alice@sender.test', rcptTo: [{ address: 'bob@no8bit.test' }], receivedAt: Date.now(), body8bit: true }, Readable.from([Buffer.from(body, 'utf8')]));
+  await handle.tick();
+  const [m] = await no8bit.waitForMessages(1);
+  const received = Buffer.from(m.text.replace(/\r?\n/g, '\r\n'));
+  assert.ok(received.every((c) => c < 0x80), 'only 7-bit bytes reached the server');
+  assert.match(m.text, /^Content-Transfer-Encoding: quoted-printable$/m);
+  assert.match(m.text, /^Gr=C3=BC=C3=9Fe, =C3=A7a marche =3D oui$/m);
+  const res = await dkimVerify(received, { resolver });
+  assert.equal(res.results[0].status.result, 'pass', JSON.stringify(res.results[0].status));
+  const parsed = await simpleParser(received);
+  assert.equal(parsed.text?.trim(), 'Grüße, ça marche = oui');
+});
+
+test('8-bit mail that cannot be converted (8-bit header) to a server without 8BITMIME is returned with 5.6.3', async () => {
+  const before = (await sink.messages()).length;
+  const body = 'From: <alice@sender.test>\r\nTo: bob@no8bit.test\r\nSubject: Grüße\r\n\r\nx\r\n';
+  const id = await spool.commit({ mailFrom: 'alice@sender.test', rcptTo: [{ address: 'carol@no8bit.test' }], receivedAt: Date.now(), body8bit: true }, Readable.from([Buffer.from(body, 'utf8')]));
+  await handle.tick();
+  assert.equal(await spool.locate(id), undefined, 'not kept: failed permanently');
+  const all = await sink.waitForMessages(before + 1);
+  const dsn = all.map((x) => x.text).find((t) => t.includes('carol@no8bit.test') && /Status: 5\.6\.3/.test(t));
+  assert.ok(dsn, 'a bounce with status 5.6.3 went back to the sender');
+  assert.match(dsn, /does not support 8BITMIME, and this message cannot be converted to 7-bit/);
 });

@@ -7,6 +7,7 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Envelope } from '../queue/types.js';
 import { cleanReply, fromReply, local, type RcptResult } from './result.js';
 import { checkChain, type Tlsa } from './dane.js';
+import { has8bit } from '../mail/downgrade.js';
 
 export interface SmtpSessionOptions {
   heloName: string;
@@ -248,9 +249,10 @@ export async function sendToHost(job: SendJob, o: SmtpSessionOptions): Promise<S
     };
   }
   // RFC 6152: no 8-bit data to a server that does not announce 8BITMIME: converted to 7-bit, or returned (5.6.3).
+  // (8-bit content is looked for in the bytes too: many clients send it without declaring BODY=8BITMIME.)
   let message = job.message;
-  let eightBit = Boolean(job.envelope.body8bit || job.envelope.smtputf8);
-  if (job.envelope.body8bit && !s.extensions.includes('8BITMIME')) {
+  let eightBit = Boolean(job.envelope.body8bit || job.envelope.smtputf8) || has8bit(message);
+  if (eightBit && !job.envelope.smtputf8 && !s.extensions.includes('8BITMIME')) {
     const down = job.sevenBit ? await job.sevenBit() : undefined;
     if (!down) {
       putIdle(key, s);

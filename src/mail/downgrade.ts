@@ -8,9 +8,9 @@
 const CRLF = Buffer.from('\r\n');
 const MAX_DEPTH = 20;
 
-function has8bit(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i]! > 0x7f) return true;
-  return false;
+/** Does the message hold any byte above 0x7f (whatever its envelope declared)? */
+export function has8bit(b: Buffer): boolean {
+  return /[\x80-\xff]/.test(b.toString('latin1'));
 }
 
 /** Split a part into its header block (with its final CRLF, without the empty line) and its body. */

@@ -19,6 +19,7 @@ import { DEFAULT_CONFIG_FILE as LDAP_DEFAULT_FILE } from '../auth/backends/ldap/
 import { parseSenderMap } from '../policy/sender.js';
 import { parseListen } from '../observability/http.js';
 import { queueDirFromConfig } from '../delivery/index.js';
+import { UdpSecureResolver } from '../delivery/dnssec.js';
 
 export type { Finding };
 
@@ -58,6 +59,7 @@ export async function checkServeConfig(file: string, o: CheckServeOptions = {}):
   f.push(...(await checkAuth(cfg)));
   f.push(...(await checkDirectories(cfg)));
   f.push(...(await checkDelivery(cfg)));
+  if (cfg.delivery) f.push(...checkDane(cfg));
   f.push(...(await checkPolicyFiles(cfg)));
   return f;
 }
@@ -433,6 +435,16 @@ function connectOnce(target: { path: string } | { host: string; port: number }):
       resolve(codeOf(err));
     });
   });
+}
+
+/** Whether DANE will apply, and why not: it depends on where the system resolver is (see src/delivery/dnssec.ts). */
+export function checkDane(cfg: ConfigValues, resolver = new UdpSecureResolver()): Finding[] {
+  const mode = (cfg.delivery?.dane as string | undefined) ?? 'auto';
+  if (mode === 'off') return [];
+  const where = resolver.describe();
+  if (mode === 'on') return [ok(`[delivery] dane = "on": DANE applies with the DNSSEC validation of the resolver ${where}; make sure it validates and the path to it cannot be tampered with`)];
+  if (resolver.local) return [ok(`[delivery] DANE is on: the system resolver ${where} is on this machine (it must validate DNSSEC, as unbound does)`)];
+  return [warn(`[delivery] DANE stays off: the system resolver ${where} is not on this machine, so its DNSSEC answers cannot be trusted; install a validating resolver (apt install unbound, nameserver 127.0.0.1 in /etc/resolv.conf) or set dane = "off" to say it is intended`)];
 }
 
 async function checkDelivery(cfg: ConfigValues): Promise<Finding[]> {

@@ -145,6 +145,11 @@ export class UdpSecureResolver implements SecureResolver {
     return net.isIP(this.server.host) !== 0 && (this.server.host.startsWith('127.') || this.server.host === '::1');
   }
 
+  /** host, or host:port when not 53. */
+  describe(): string {
+    return this.server.port === 53 ? this.server.host : `${this.server.host}:${this.server.port}`;
+  }
+
   async query(name: string, type: DnsTypeName): Promise<SecureAnswer> {
     return (await this.raw(name, type)).answer;
   }

@@ -395,6 +395,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     if ((await spool.locate(id)) === 'deferred') due.set(id, st.nextAttempt);
   }
 
+  spool.keepCommitted(); // the first attempt of a message committed by this process reads no file
   const unsubscribe = spool.onCommit((id) => {
     due.set(id, 0);
     pump();
@@ -439,6 +440,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     async stop() {
       stopping = true;
       unsubscribe();
+      spool.keepCommitted(false);
       if (timer) clearTimeout(timer);
       if (scanTimer) clearTimeout(scanTimer);
       watcher?.close();

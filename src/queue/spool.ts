@@ -288,6 +288,10 @@ async function readFraming(file: string, verify: boolean): Promise<Framing> {
 const SPARE_PREFIX = 'spare-';
 /** How many empty files each Spool keeps ready for its commits. */
 const SPARE_TARGET = 16;
+/** Bounds of the in-memory copies of just-committed files (Spool.keepCommitted). */
+const COMMITTED_MAX = 2_000;
+const COMMITTED_MAX_BYTES = 32 * 1024 * 1024;
+const COMMITTED_MAX_AGE_MS = 60_000;
 
 /**
  * Empty files created ahead of time in incoming/, on libuv's thread pool: a commit opens one that exists instead of
@@ -421,6 +425,41 @@ export class Spool implements QueueWriter {
   private readonly listeners = new Set<(id: string) => void>();
   /** Created at the first commit (a Spool opened to read the queue creates no files). */
   private spares: SpareFiles | undefined;
+  /**
+   * Files just committed, kept in memory for the delivery scheduler of this process (see keepCommitted): its first
+   * load() of a message then costs no read of the file. Insertion order is age order; bounded in count and bytes.
+   */
+  private readonly committed = new Map<string, { buf: Buffer; at: number }>();
+  private committedBytes = 0;
+  private keepCommittedOn = false;
+
+  /** Keep small committed files in memory for a load() soon after (the scheduler in the same process turns it on). */
+  keepCommitted(on = true): void {
+    this.keepCommittedOn = on;
+    if (!on) this.forgetCommitted();
+  }
+
+  private forgetCommitted(id?: string): void {
+    if (id === undefined) {
+      this.committed.clear();
+      this.committedBytes = 0;
+      return;
+    }
+    const e = this.committed.get(id);
+    if (!e) return;
+    this.committed.delete(id);
+    this.committedBytes -= e.buf.length;
+  }
+
+  private rememberCommitted(id: string, buf: Buffer): void {
+    const now = Date.now();
+    this.committed.set(id, { buf, at: now });
+    this.committedBytes += buf.length;
+    for (const [k, e] of this.committed) {
+      if (this.committed.size <= COMMITTED_MAX && this.committedBytes <= COMMITTED_MAX_BYTES && now - e.at <= COMMITTED_MAX_AGE_MS) break;
+      this.forgetCommitted(k);
+    }
+  }
 
   private constructor(dir: string) {
     this.dir = dir;
@@ -469,6 +508,7 @@ export class Spool implements QueueWriter {
 
   /** Release the lock (if taken). The object stays usable for reading. */
   async close(): Promise<void> {
+    this.forgetCommitted();
     await this.spares?.close();
     this.spares = undefined;
     for (const s of this.syncers.values()) await s.flush().catch(() => undefined);
@@ -581,6 +621,7 @@ export class Spool implements QueueWriter {
       return Fd.open(tmp, flags, 0o600);
     };
     let written = false;
+    let keep: Buffer | undefined;
     try {
       const hash = crypto.createHash('sha256');
       let pos = 0;
@@ -634,6 +675,7 @@ export class Spool implements QueueWriter {
           // page cache; the thread pool is used for what waits on the disk, the fdatasync and the directory fsync.
           fh = await create();
           fh.writeAllSync(rest);
+          if (this.keepCommittedOn) keep = rest;
         }
         await fh.datasync();
         fh.closeSync();
@@ -651,6 +693,7 @@ export class Spool implements QueueWriter {
       if (written) await fsp.rm(this.fileOf('active', id), { force: true }).catch(() => undefined);
       throw err;
     }
+    if (keep) this.rememberCommitted(id, keep);
     this.announce(id);
     return id;
   }
@@ -729,9 +772,17 @@ export class Spool implements QueueWriter {
     return Buffer.concat(chunks);
   }
 
+  private statusFileOf(id: string): string {
+    return path.join(this.dirOf('status'), `${id}.json`);
+  }
+
   async readStatus(id: string): Promise<MessageStatus | undefined> {
+    // Most messages have no status file (first attempt): a stat on the event loop answers that without a failed open
+    // on the thread pool and the error object it makes.
+    const file = this.statusFileOf(id);
+    if (!fs.existsSync(file)) return undefined;
     try {
-      return JSON.parse((await readFileCb(path.join(this.dirOf('status'), `${id}.json`))).toString('utf8')) as MessageStatus;
+      return JSON.parse((await readFileCb(file)).toString('utf8')) as MessageStatus;
     } catch {
       return undefined;
     }
@@ -739,6 +790,7 @@ export class Spool implements QueueWriter {
 
   /** Durably replace the status record: temp file, fdatasync, rename, directory fsync (grouped). */
   async writeStatus(id: string, status: MessageStatus): Promise<void> {
+    this.forgetCommitted(id);
     const dir = this.dirOf('status');
     const tmp = path.join(dir, `${id}.json.tmp${crypto.randomBytes(4).toString('hex')}`);
     try {
@@ -759,6 +811,7 @@ export class Spool implements QueueWriter {
 
   /** Move between state directories; false when the message is not (any more) in `from`. */
   async move(id: string, from: QueueState, to: QueueState): Promise<boolean> {
+    this.forgetCommitted(id);
     if (from === to) return (await this.locate(id)) === from;
     try {
       await fsp.rename(this.fileOf(from, id), this.fileOf(to, id));
@@ -776,6 +829,15 @@ export class Spool implements QueueWriter {
    */
   async load(id: string, state?: QueueState): Promise<LoadedMessage | undefined> {
     if (!isQueueId(id)) return undefined;
+    const kept = this.committed.get(id);
+    if (kept) {
+      this.forgetCommitted(id);
+      // Still where commit() put it, with no status yet (nothing moved it meanwhile: a stat, no read).
+      if (fs.existsSync(this.fileOf('active', id)) && !fs.existsSync(this.statusFileOf(id))) {
+        const fr = parseFraming(kept.buf, false);
+        return { id, state: 'active', size: fr.size, envelope: fr.envelope, status: initialStatus(fr.envelope), statusStored: false, message: kept.buf.subarray(fr.bodyOffset, fr.bodyOffset + fr.size) };
+      }
+    }
     const statusRead = this.readStatus(id); // never rejects (as in get())
     for (const st of state ? [state, ...QUEUE_STATES.filter((x) => x !== state)] : QUEUE_STATES) {
       let buf: Buffer;
@@ -809,6 +871,7 @@ export class Spool implements QueueWriter {
    * `lazy`, do not wait for the directory fsync (see LAZY_SYNC_MS); `status: false`, no status file was ever written.
    */
   async remove(id: string, opts: { state?: QueueState; lazy?: boolean; status?: boolean } = {}): Promise<boolean> {
+    this.forgetCommitted(id);
     let st: QueueState | undefined = opts.state;
     if (st) {
       try {

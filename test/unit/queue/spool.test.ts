@@ -196,3 +196,22 @@ test('large files (over the one-read size) are checked in chunks at reopen: kept
   assert.deepEqual(again.report.discarded.map((d) => [path.basename(d.file), d.reason]), [[bad, 'corrupt: checksum mismatch']]);
   assert.deepEqual((await again.load(good))?.message, big);
 });
+
+test('keepCommitted: load() of a just-committed message answers from memory exactly as from the file, and never for a moved one', async () => {
+  const dir = await tempDir();
+  const spool = await Spool.open(dir);
+  spool.keepCommitted();
+  const body = Buffer.from('Subject: kept\r\n\r\nbody \xe9\r\n', 'latin1');
+  const a = await spool.commit(env(['x@example.org', 'y@example.org']), Readable.from([body]));
+  const b = await spool.commit(env(), Readable.from([body]));
+  const fromFile = await (await Spool.open(dir, { recover: false })).load(a);
+  const fromMemory = await spool.load(a);
+  assert.deepEqual(fromMemory, fromFile);
+  assert.deepEqual(fromMemory?.message, body);
+  // Moved to hold meanwhile by the queue tools (another process, another Spool object): the file decides.
+  await (await Spool.open(dir, { recover: false })).move(b, 'active', 'hold');
+  assert.equal((await spool.load(b))?.state, 'hold');
+  // Once loaded, the copy is gone: a second load reads the file (same answer).
+  assert.deepEqual(await spool.load(a), fromFile);
+  await spool.close();
+});

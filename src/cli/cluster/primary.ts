@@ -130,6 +130,8 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
   /** Lend places to a worker for a connection from `ip`; at a ceiling, first take back what the others hold free. */
   const lend = async (w: Worker, req: number, ip: string) => {
     const lent = await lendOrRecall(ledger, w.id, ip, recallFrom);
+    // Exited while its recall was pending: what was just lent must come back (its exit already dropped the rest).
+    if (lent > 0 && w.isDead()) return ledger.giveBack(w.id, ip, lent);
     sendTo(w, { t: 'facteur:conn-answer', req, lent });
   };
 

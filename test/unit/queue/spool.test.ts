@@ -18,15 +18,22 @@ test('commit stores the exact bytes with mode 0600 in active/ and reopen keeps i
   assert.ok(isQueueId(id));
   const st = await fs.stat(path.join(dir, 'active', id));
   assert.equal(st.mode & 0o777, 0o600);
-  // Nothing of the message is left in incoming/, only the empty spare files kept ready for the next commits.
+  assert.deepEqual(await fs.readdir(path.join(dir, 'incoming')), [], 'alone, a commit creates its file and leaves nothing behind');
+  // Commits overlapping others' fsyncs take spare files created ahead: afterwards incoming/ holds only empty spares.
+  const many = await Promise.all(Array.from({ length: 20 }, (_, i) => spool.commit(env(), Readable.from([Buffer.from(`Subject: ${i}\r\n\r\nx\r\n`)]))));
+  for (const m of many) assert.equal((await fs.stat(path.join(dir, 'active', m))).mode & 0o777, 0o600);
   const incoming = await fs.readdir(path.join(dir, 'incoming'));
   assert.ok(incoming.length > 0 && incoming.every((f) => f.startsWith('spare-')), incoming.join(' '));
-  for (const f of incoming) assert.equal((await fs.stat(path.join(dir, 'incoming', f))).size, 0);
+  for (const f of incoming) {
+    const st = await fs.stat(path.join(dir, 'incoming', f));
+    assert.equal(st.size, 0);
+    assert.equal(st.mode & 0o777, 0o600);
+  }
   assert.deepEqual(await spool.readMessage(id), body);
   await spool.close();
   assert.deepEqual(await fs.readdir(path.join(dir, 'incoming')), [], 'close removes the spare files');
   const again = await Spool.open(dir);
-  assert.equal(again.report.kept, 1);
+  assert.equal(again.report.kept, 21);
   const e = await again.get(id);
   assert.equal(e?.state, 'active');
   assert.equal(e?.size, body.length);
@@ -52,11 +59,13 @@ test('reopen discards incoming files, truncated files and checksum mismatches, k
   await fs.writeFile(path.join(dir, 'incoming', 'ZZZZZZZZZZZZZZZZZZZ'), 'FACTEUR-SPOOL 1 10\n{"mail');
   // garbage name in a state dir
   await fs.writeFile(path.join(dir, 'deferred', 'not-an-id'), 'x');
-  // The first spool is not closed (as after a crash): its spare files are still in incoming/, and are removed silently.
-  assert.ok((await fs.readdir(path.join(dir, 'incoming'))).some((f) => f.startsWith('spare-')));
+  // Spare files left by a crash: an empty one is removed silently, one with bytes was being written (incomplete).
+  await fs.writeFile(path.join(dir, 'incoming', 'spare-0123456789abcdef01'), '');
+  await fs.writeFile(path.join(dir, 'incoming', 'spare-fedcba987654321001'), 'FACTEUR-SPOOL 1 10\n{"mail');
   const re = await Spool.open(dir);
   assert.equal(re.report.kept, 2);
-  assert.equal(re.report.discarded.length, 4, re.report.discarded.map((d) => d.file).join(' '));
+  assert.deepEqual(re.report.discarded.map((d) => path.basename(d.file)).filter((f) => f.startsWith('spare-')), ['spare-fedcba987654321001']);
+  assert.equal(re.report.discarded.length, 5, re.report.discarded.map((d) => d.file).join(' '));
   assert.deepEqual((await re.list()).map((e) => e.id).sort(), [c, ids[3]].sort());
   assert.deepEqual(await fs.readdir(path.join(dir, 'incoming')), []);
   assert.equal((await fs.readdir(path.join(dir, 'corrupt'))).length, 3);

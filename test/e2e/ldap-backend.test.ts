@@ -433,7 +433,7 @@ describe('directory restarts and hangs (run last: they stop slapd)', () => {
     const b = await backend(base('ldap_timeout: 1'));
     const alice = u('alice');
     assert.equal((await check(b, 'alice', alice.password)).verdict, 'ok');
-    slapd.pause();
+    await slapd.pause();
     try {
       const r = await check(b, 'alice', alice.password);
       assert.equal(r.verdict, 'tempfail');

@@ -57,8 +57,10 @@ export interface Slapd {
   halt(): Promise<void>;
   /** Start slapd again on the same ports and database after halt(). */
   restart(): Promise<void>;
-  /** SIGSTOP / SIGCONT slapd: connections are accepted by the kernel but nothing is answered. */
-  pause(): void;
+  /** SIGSTOP / SIGCONT slapd: connections are accepted by the kernel but nothing is answered. pause() resolves once
+   * the kernel reports the process stopped (a signal is delivered asynchronously: on a busy machine slapd could still
+   * answer a request sent right after kill()). */
+  pause(): Promise<void>;
   resume(): void;
   /** Kill slapd and remove the temporary directory (idempotent). */
   stop(): Promise<void>;
@@ -301,8 +303,15 @@ access to *
       if (running) throw new Error('slapd is running: halt() it first');
       await launch();
     },
-    pause() {
+    async pause() {
       proc.kill('SIGSTOP');
+      for (let i = 0; i < 200; i++) {
+        // /proc/PID/stat: "pid (comm) STATE ..."; T = stopped by a signal.
+        const stat = await fs.readFile(`/proc/${proc.pid}/stat`, 'utf8').catch(() => '');
+        if (/\) T /.test(stat)) return;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      throw new Error('slapd did not stop after SIGSTOP');
     },
     resume() {
       proc.kill('SIGCONT');

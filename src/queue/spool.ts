@@ -608,10 +608,13 @@ export class Spool implements QueueWriter {
     let tmp = path.join(this.dirOf('incoming'), id);
     const flags = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL;
     let fh: Fd | undefined;
-    // The file to write: a spare one already open in incoming/, or one created now (asynchronously) under the id.
+    /** This commit is counted in this.syncing (its last write and fsyncs have begun). */
+    let counted = false;
+    // The file to write: created here under the id when no other commit is writing or waiting on the disk (no journal
+    // commit to wait for, and creating is cheapest); otherwise an empty spare file made ahead, or one created on the
+    // thread pool when none is ready.
     const create = async (): Promise<Fd> => {
-      // No other commit writing or waiting on the disk: no journal commit to wait for, and creating here is cheapest.
-      if (this.syncing <= 1) return Fd.openSync(tmp, flags, 0o600);
+      if (this.syncing - (counted ? 1 : 0) === 0) return Fd.openSync(tmp, flags, 0o600);
       const spare = (this.spares ??= new SpareFiles(this.dirOf('incoming'))).take();
       if (spare) {
         try {
@@ -669,6 +672,7 @@ export class Spool implements QueueWriter {
       }
       if (diskError) throw spoolError(diskError, 'write');
       this.syncing++;
+      counted = true;
       try {
         // The rest of the bytes and the end marker in one write (a small message is one write in all).
         for (const b of pending) hash.update(b);
@@ -676,8 +680,8 @@ export class Spool implements QueueWriter {
         const rest = Buffer.concat(pending);
         if (fh) await write(fh, rest, false);
         else {
-          // A message under 64 KB (most mail): written at once into a spare file, with a call that only touches the
-          // page cache; the thread pool is used for what waits on the disk, the fdatasync and the directory fsync.
+          // A message under 64 KB (most mail): written at once, with a call that only touches the page cache; the
+          // thread pool is used for what waits on the disk, the fdatasync and the directory fsync.
           fh = await create();
           fh.writeAllSync(rest);
           if (this.keepCommittedOn) keep = rest;
@@ -840,10 +844,7 @@ export class Spool implements QueueWriter {
     if (kept) {
       this.forgetCommitted(id);
       // Still where commit() put it, with no status yet (nothing moved it meanwhile: a stat, no read).
-      if (fs.existsSync(this.fileOf('active', id)) && !fs.existsSync(this.statusFileOf(id))) {
-        const fr = parseFraming(kept.buf, false);
-        return { id, state: 'active', size: fr.size, envelope: fr.envelope, status: initialStatus(fr.envelope), statusStored: false, message: kept.buf.subarray(fr.bodyOffset, fr.bodyOffset + fr.size) };
-      }
+      if (fs.existsSync(this.fileOf('active', id)) && !fs.existsSync(this.statusFileOf(id))) return loaded(id, 'active', kept.buf, undefined);
     }
     const statusRead = this.readStatus(id); // never rejects (as in get())
     for (const st of state ? [state, ...QUEUE_STATES.filter((x) => x !== state)] : QUEUE_STATES) {
@@ -855,17 +856,7 @@ export class Spool implements QueueWriter {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
         throw err;
       }
-      const fr = parseFraming(buf, false);
-      const stored = await statusRead;
-      return {
-        id,
-        state: st,
-        size: fr.size,
-        envelope: fr.envelope,
-        status: stored ?? initialStatus(fr.envelope),
-        statusStored: stored !== undefined,
-        message: buf.subarray(fr.bodyOffset, fr.bodyOffset + fr.size),
-      };
+      return loaded(id, st, buf, await statusRead);
     }
     await statusRead;
     return undefined;
@@ -906,6 +897,20 @@ export class Spool implements QueueWriter {
     }
     return true;
   }
+}
+
+/** A LoadedMessage from a whole queue file's bytes and its stored status, if any. */
+function loaded(id: string, state: QueueState, buf: Buffer, stored: MessageStatus | undefined): LoadedMessage {
+  const fr = parseFraming(buf, false);
+  return {
+    id,
+    state,
+    size: fr.size,
+    envelope: fr.envelope,
+    status: stored ?? initialStatus(fr.envelope),
+    statusStored: stored !== undefined,
+    message: buf.subarray(fr.bodyOffset, fr.bodyOffset + fr.size),
+  };
 }
 
 export function initialStatus(envelope: Envelope): MessageStatus {

@@ -150,18 +150,14 @@ export class UdpSecureResolver implements SecureResolver {
     return this.server.port === 53 ? this.server.host : `${this.server.host}:${this.server.port}`;
   }
 
-  async query(name: string, type: DnsTypeName): Promise<SecureAnswer> {
-    return (await this.raw(name, type)).answer;
-  }
-
-  /** The parsed answer (MX exchanges need the whole message). */
-  async raw(name: string, type: DnsTypeName): Promise<{ answer: ParsedAnswer }> {
+  /** The parsed answer (a ParsedAnswer: MX exchanges need the whole message). */
+  async query(name: string, type: DnsTypeName): Promise<ParsedAnswer> {
     const id = crypto.randomInt(0, 0x10000);
     const q = encodeQuery(id, name, DNS_TYPE[type]);
     let a = parseAnswer(await this.udp(q, id), DNS_TYPE[type]);
     if (a.truncated) a = parseAnswer(await this.tcp(q), DNS_TYPE[type]);
     if (a.id !== id) throw new Error('DNS answer for another query');
-    return { answer: a };
+    return a;
   }
 
   private udp(q: Buffer, id: number): Promise<Buffer> {

@@ -40,6 +40,9 @@ export interface StartDeliveryArgs {
   secureResolver?: SecureResolver;
 }
 
+/** MX hosts tried per attempt, in preference order. */
+const MAX_HOSTS = 5;
+
 /** Wait before attempt n+1 after n failed attempts: initial, doubled each time, capped. */
 export function backoffMs(attempts: number, initialMs: number, maxMs: number): number {
   return Math.min(maxMs, initialMs * 2 ** Math.max(0, Math.min(30, attempts - 1)));
@@ -218,6 +221,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
           stsEnforced = true;
         }
       }
+      names = names.slice(0, MAX_HOSTS); // the ones tried (and so the only ones whose TLSA records matter)
       hosts = names.map((host) => ({ host, port }));
       resolvedByUs = true;
       // DANE (RFC 7672) applies to MX hosts found through a validated MX lookup (or the domain itself, when a validated
@@ -236,7 +240,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     const msg = lmtp ? message : await signed();
     const auth = route.kind === 'smtp' ? route.auth : undefined;
     const errors: string[] = [];
-    for (const [i, h] of hosts.slice(0, 5).entries()) {
+    for (const [i, h] of hosts.slice(0, MAX_HOSTS).entries()) {
       let hop = h;
       const d = dane?.[i];
       if (d?.kind === 'fail') {
@@ -359,7 +363,6 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
       statusStored = true;
     }
     if (notices.length) {
-      const original = message;
       for (const kind of ['failure', 'delay', 'success'] as const) {
         const these = notices.filter((n) => n.kind === kind);
         if (!these.length) continue;
@@ -378,7 +381,7 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
             willRetryUntil: kind === 'delay' ? env.receivedAt + o.maxLifetimeMs : undefined,
           };
         });
-        const dsn = buildDsn({ hostname: o.hostname, queueId: id, envelope: env, recipients: rcpts, original, sizeLimit: o.bounceSizeLimit, now });
+        const dsn = buildDsn({ hostname: o.hostname, queueId: id, envelope: env, recipients: rcpts, original: message, sizeLimit: o.bounceSizeLimit, now });
         const dsnId = await spool.commit(dsnEnvelope(env, now), Readable.from([dsn]));
         log.info({ id, dsn: dsnId, kind, recipients: rcpts.length }, 'delivery status notification queued');
         for (const { idx } of these) st.recipients[idx].notified = kind;

@@ -191,8 +191,8 @@ const REUSE_MAX_MESSAGES = 100;
 function poolKey(job: SendJob, o: SmtpSessionOptions): string {
   const h = (v: string | undefined) => (v ? crypto.createHash('sha256').update(v).digest('hex') : '');
   // Everything that shapes the session's security is in the key: a session is reused only under the same terms.
-  const dane = o.dane ? h(JSON.stringify(o.dane.map((t) => [t.usage, t.selector, t.mtype, t.data.toString('hex')]))) : '';
-  return JSON.stringify([hopName(job.hop), job.lmtp, o.heloName, o.starttls, o.tlsVerify, h(o.tlsCa), o.auth?.user ?? '', h(o.auth?.pass), o.dane ? `dane:${dane}` : '']);
+  const dane = o.dane ? `dane:${h(JSON.stringify(o.dane.map((t) => [t.usage, t.selector, t.mtype, t.data.toString('hex')])))}` : '';
+  return JSON.stringify([hopName(job.hop), job.lmtp, o.heloName, o.starttls, o.tlsVerify, h(o.tlsCa), o.auth?.user ?? '', h(o.auth?.pass), dane]);
 }
 
 function takeIdle(key: string): Session | undefined {

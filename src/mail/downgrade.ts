@@ -5,12 +5,14 @@
 // part, an 8-bit preamble, a broken multipart) makes the conversion fail: the caller bounces the message instead.
 // Pure function over untrusted bytes (the message comes from a client); bounded recursion.
 
+import { isAscii } from 'node:buffer';
+
 const CRLF = Buffer.from('\r\n');
 const MAX_DEPTH = 20;
 
-/** Does the message hold any byte above 0x7f (whatever its envelope declared)? */
+/** Does the message hold any byte above 0x7f (whatever its envelope declared)? Native scan, no copy. */
 export function has8bit(b: Buffer): boolean {
-  return /[\x80-\xff]/.test(b.toString('latin1'));
+  return !isAscii(b);
 }
 
 /** Split a part into its header block (with its final CRLF, without the empty line) and its body. */

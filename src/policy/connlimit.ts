@@ -38,7 +38,7 @@ export class ConnectionLimiter {
 // address, a block at a time while the limits are far, one at a time near them; it admits connections from that address
 // on its own while it holds a free place, and gives places back when it has more than a block free or none used for a
 // moment. The ceilings stay exact: the primary counts every place lent as taken, and before refusing it recalls the
-// free places other workers hold.
+// free places the workers hold (the asking one included).
 
 /** Places lent at once while the limits are far (and the most a worker keeps free for one address). */
 export const LEASE_BLOCK = 8;
@@ -88,9 +88,9 @@ export class LeaseLedger {
   }
 
   /**
-   * Where free places for `worker` and `ip` could be found: the workers holding places for `ip` when the per-address
-   * ceiling is the one reached (scope: that address), every holder when it is the overall one (scope undefined: any
-   * address). The asking worker is included: it may hold free places for other addresses.
+   * Where free places for a connection from `ip` could be found: the workers holding places for `ip` when the
+   * per-address ceiling is the one reached (scope: that address), every holder when it is the overall one (scope
+   * undefined: any address). The asking worker is among them: it may hold free places for other addresses.
    */
   holders(ip: string): { workers: number[]; scope: string | undefined } {
     const overall = this.total >= this.maxTotal;

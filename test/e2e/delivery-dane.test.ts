@@ -11,13 +11,14 @@ import dns from 'node:dns';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { SMTPServer } from 'smtp-server';
+import type { SMTPServer } from 'smtp-server';
 import { Spool } from '../../src/queue/spool.js';
 import { startDelivery, type DeliveryHandle } from '../../src/delivery/scheduler.js';
 import { defaultDeliveryOptions } from '../../src/delivery/options.js';
 import { UdpSecureResolver } from '../../src/delivery/dnssec.js';
 import { createLogger } from '../../src/observability/log.js';
 import { freePort, tempDir } from '../helpers/net.js';
+import { recordingSmtpServer, type Received } from '../helpers/smtp-recorder.js';
 
 let dir: string;
 let unbound: ChildProcess | undefined;
@@ -28,30 +29,11 @@ let handle: DeliveryHandle;
 let plainHandle: DeliveryHandle;
 let plainSpool: Spool;
 let dnsPort: number;
-const got: { to: string; secure: boolean }[] = [];
+const got: Received[] = [];
 const savedServers = dns.getServers();
 
 function sh(args: string[], cmd = 'openssl'): string {
   return execFileSync(cmd, args, { cwd: dir, encoding: 'utf8' });
-}
-
-function smtpServer(opts: { key?: string; cert?: string; tls: boolean }): SMTPServer {
-  const s = new SMTPServer({
-    key: opts.key,
-    cert: opts.cert,
-    disabledCommands: opts.tls ? [] : ['STARTTLS'],
-    authOptional: true,
-    logger: false,
-    onData(stream, session, cb) {
-      stream.resume();
-      stream.on('end', () => {
-        for (const r of session.envelope.rcptTo) got.push({ to: r.address, secure: session.secure });
-        cb();
-      });
-    },
-  });
-  s.on('error', () => undefined);
-  return s;
 }
 
 before(async () => {
@@ -124,19 +106,12 @@ before(async () => {
   access-control: 127.0.0.0/8 allow
   do-not-query-localhost: no
   local-zone: "test." nodefault
-auth-zone:
-  name: "dane.test."
-  zonefile: "${signedFile}"
-  for-upstream: yes
-  for-downstream: no
-  fallback-enabled: no
-auth-zone:
-  name: "plain.test."
-  zonefile: "${path.join(dir, 'plain.test.zone')}"
-  for-upstream: yes
-  for-downstream: no
-  fallback-enabled: no
-`,
+${[
+  ['dane.test.', signedFile],
+  ['plain.test.', path.join(dir, 'plain.test.zone')],
+]
+  .map(([name, file]) => `auth-zone:\n  name: "${name}"\n  zonefile: "${file}"\n  for-upstream: yes\n  for-downstream: no\n  fallback-enabled: no\n`)
+  .join('')}`,
   );
   unbound = spawn('unbound', ['-d', '-c', path.join(dir, 'unbound.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
@@ -152,9 +127,9 @@ auth-zone:
   // This process's resolver is the local validating unbound: node:dns (MX, A) and facteur's DANE resolver ("auto").
   dns.setServers([`127.0.0.1:${dnsPort}`]);
 
-  tlsServer = smtpServer({ key, cert: leafPem + caPem, tls: true });
+  tlsServer = recordingSmtpServer(got, { key, cert: leafPem + caPem });
   await new Promise<void>((r) => tlsServer.listen(port, '127.0.0.1', r));
-  plainServer = smtpServer({ tls: false });
+  plainServer = recordingSmtpServer(got, { starttls: false });
   await new Promise<void>((r) => plainServer.listen(plainPort, '127.0.0.1', r));
   const log = createLogger({ name: 'test', level: 'silent' });
   const data = await tempDir('facteur-dane-data-');

@@ -8,20 +8,21 @@ import fs from 'node:fs/promises';
 import https from 'node:https';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { SMTPServer } from 'smtp-server';
+import type { SMTPServer } from 'smtp-server';
 import { Spool } from '../../src/queue/spool.js';
 import { startDelivery, type DeliveryHandle } from '../../src/delivery/scheduler.js';
 import { defaultDeliveryOptions } from '../../src/delivery/options.js';
 import type { MxResolver } from '../../src/delivery/mx.js';
 import { createLogger } from '../../src/observability/log.js';
 import { freePort, tempDir } from '../helpers/net.js';
+import { recordingSmtpServer, type Received } from '../helpers/smtp-recorder.js';
 
 let dir: string;
 let web: https.Server;
 let smtp: SMTPServer;
 let spool: Spool;
 let handle: DeliveryHandle;
-const got: { to: string; secure: boolean }[] = [];
+const got: Received[] = [];
 const dnsQueries: string[] = [];
 
 const POLICIES: Record<string, string> = {
@@ -71,20 +72,7 @@ before(async () => {
     web.listen(443, '127.0.0.1', () => resolve());
   });
   const port = await freePort();
-  smtp = new SMTPServer({
-    key,
-    cert,
-    authOptional: true,
-    logger: false,
-    onData(stream, session, cb) {
-      stream.resume();
-      stream.on('end', () => {
-        for (const r of session.envelope.rcptTo) got.push({ to: r.address, secure: session.secure });
-        cb();
-      });
-    },
-  });
-  smtp.on('error', () => undefined);
+  smtp = recordingSmtpServer(got, { key, cert });
   await new Promise<void>((r) => smtp.listen(port, '127.0.0.1', r));
   const data = await tempDir('facteur-mtasts-data-');
   spool = await Spool.open(path.join(data, 'queue'));

@@ -110,7 +110,11 @@ interface DaemonSpec {
   /** `facteur-alt`: a facteur variant shown for information (the targets compare the default `facteur` row). */
   kind: 'facteur' | 'facteur-alt' | 'cyrus' | 'null';
   args: string[];
+  env?: Record<string, string>;
 }
+
+/** facteur's socket served by node:net instead of the C layer (src/auth/daemon/listener.ts), for comparison. */
+const NODE_NET = { FACTEUR_AUTHD_SOCKET_LAYER: 'node' };
 
 interface Cell {
   scenario: string;
@@ -309,7 +313,10 @@ class Environments {
         return {
           title: 'Calibration: load generator + facteur socket layer, instant in-memory backend',
           note: 'the ceiling of this machine for one-request-per-connection clients; every real cell is below it',
-          daemons: [{ label: 'null backend', kind: 'null', args: [] }],
+          daemons: [
+            { label: 'null backend', kind: 'null', args: [] },
+            { label: 'null backend, node:net socket', kind: 'null', args: [], env: NODE_NET },
+          ],
           users: bulkUsers(),
         };
       case 'ldap':
@@ -322,6 +329,7 @@ class Environments {
           daemons: [
             facteur(['-a', 'ldap', '-O', l.conf]),
             ...(cache ? [] : [{ ...facteur(['-a', 'ldap', '-O', l.noDnCacheConf]), label: 'facteur, no DN cache', kind: 'facteur-alt' as const }]),
+            { ...facteur(['-a', 'ldap', '-O', l.conf]), label: `facteur${cache ? ' -c' : ''}, node:net socket`, kind: 'facteur-alt' as const, env: NODE_NET },
             ...cyrusVariants(this.f, ['-a', 'ldap', '-O', l.conf, ...c]),
           ],
           users: bulkUsers(),
@@ -385,10 +393,10 @@ class Environments {
 }
 
 async function startDaemon(spec: DaemonSpec, runDir: string, f: Flags, users: number): Promise<RunningDaemon> {
-  if (spec.kind === 'null') return startNull(spec.label, runDir, users);
+  if (spec.kind === 'null') return startNull(spec.label, runDir, users, spec.env);
   if (spec.kind === 'cyrus') return startCyrus(spec.label, runDir, spec.args);
   const nodeArgs = f.profileDir ? ['--cpu-prof', '--cpu-prof-dir', f.profileDir] : [];
-  return startFacteur(spec.label, runDir, spec.args, nodeArgs);
+  return startFacteur(spec.label, runDir, spec.args, nodeArgs, spec.env);
 }
 
 /** Every user must get OK with the right password and NO with a wrong one, or the numbers would mean nothing. Also warms caches. */

@@ -24,8 +24,8 @@ function exitOf(proc: ChildProcess): Promise<void> {
 }
 
 /** Spawn a daemon of ours that serves `socket`; resolves once it accepts, rejects (with its stderr) if it exits first. */
-async function startSocketDaemon(label: string, what: string, socket: string, cmd: string, args: string[]): Promise<RunningDaemon> {
-  const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+async function startSocketDaemon(label: string, what: string, socket: string, cmd: string, args: string[], env?: Record<string, string>): Promise<RunningDaemon> {
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: env ? { ...process.env, ...env } : process.env });
   let err = '';
   proc.stderr!.on('data', (d) => (err += d));
   await Promise.race([
@@ -50,9 +50,9 @@ async function startSocketDaemon(label: string, what: string, socket: string, cm
 }
 
 /** `facteur authd -f -m DIR ARGS` with the brute-force penalty off (the benchmark sends no client address anyway). */
-export async function startFacteur(label: string, runDir: string, args: string[], nodeArgs: string[] = []): Promise<RunningDaemon> {
+export async function startFacteur(label: string, runDir: string, args: string[], nodeArgs: string[] = [], env?: Record<string, string>): Promise<RunningDaemon> {
   await fs.mkdir(runDir, { recursive: true });
-  return startSocketDaemon(label, 'facteur authd', path.join(runDir, 'mux'), process.execPath, [...nodeArgs, FACTEUR, 'authd', '-f', '-m', runDir, ...args]);
+  return startSocketDaemon(label, 'facteur authd', path.join(runDir, 'mux'), process.execPath, [...nodeArgs, FACTEUR, 'authd', '-f', '-m', runDir, ...args], env);
 }
 
 /** The real Cyrus saslauthd, detached (its own session and process group); stopped with SIGTERM to its master. */
@@ -97,8 +97,8 @@ export async function startCyrus(label: string, runDir: string, args: string[]):
 }
 
 /** The calibration daemon (bench/lib/null-daemon.ts): facteur's socket server with an instant in-memory backend. */
-export async function startNull(label: string, runDir: string, users: number): Promise<RunningDaemon> {
+export async function startNull(label: string, runDir: string, users: number, env?: Record<string, string>): Promise<RunningDaemon> {
   await fs.mkdir(runDir, { recursive: true });
   const socket = path.join(runDir, 'mux');
-  return startSocketDaemon(label, 'null daemon', socket, process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'null-daemon.ts'), socket, String(users)]);
+  return startSocketDaemon(label, 'null daemon', socket, process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'null-daemon.ts'), socket, String(users)], env);
 }

@@ -1,9 +1,9 @@
 // Calibration daemon: facteur's own socket server (AuthService + serveConnections) in front of an instant in-memory backend.
 // It measures the ceiling of the protocol layer plus the load generator, so the real cells can be read against it.
 // Trusts its argv (socket path, user count); the backend still compares passwords, so a wrong one gets NO.
-import net from 'node:net';
 import fs from 'node:fs';
-import { AuthService, serveConnections } from '../../src/auth/daemon/server.js';
+import { AuthService } from '../../src/auth/daemon/server.js';
+import { listenSaslauthd, socketLayerFromEnv } from '../../src/auth/daemon/listener.js';
 import { ok, fail, type AuthBackend } from '../../src/auth/types.js';
 import { createLogger } from '../../src/observability/log.js';
 
@@ -17,7 +17,5 @@ const backend: AuthBackend = {
 const log = createLogger({ name: 'null-daemon', level: 'warn' });
 const service = new AuthService({ backend, realmJoin: false, maxInflight: 256, readTimeoutMs: 30_000, backendTimeoutMs: 30_000, verbose: false, log });
 fs.rmSync(socketPath, { force: true });
-const server = net.createServer();
-serveConnections(server, service, { readTimeoutMs: 30_000, log });
-server.listen(socketPath);
-process.on('SIGTERM', () => server.close(() => process.exit(0)));
+const listener = await listenSaslauthd(socketPath, service, { readTimeoutMs: 30_000, log, layer: socketLayerFromEnv() });
+process.on('SIGTERM', () => void listener.close().then(() => process.exit(0)));

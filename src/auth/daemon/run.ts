@@ -7,7 +7,8 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { mechanisms, mechanismNames } from '../backends/index.js';
 import { CredentialCache, DEFAULT_CAPACITY, UPSTREAM_BUCKET_BYTES } from './cache.js';
-import { AuthService, serveConnections } from './server.js';
+import { AuthService } from './server.js';
+import { listenSaslauthd, socketLayerFromEnv } from './listener.js';
 import type { AuthdOptions } from './options.js';
 import type { AuthBackend } from '../types.js';
 import { ConfigError, FacteurError } from '../../lib/errors.js';
@@ -146,16 +147,11 @@ export async function startAuthd(o: AuthdOptions, log: Logger): Promise<RunningA
   await fsp.rm(socketPath, { force: true });
   // As upstream: the pid file is written before the socket is bound, so whoever sees the socket also finds the pid.
   await fsp.writeFile(pidPath, `${process.pid}\n`, { mode: 0o600 });
-  const server = net.createServer();
-  serveConnections(server, service, { readTimeoutMs: o.readTimeoutSeconds * 1000, log });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    // Backlog 32 as upstream would be too small for an asynchronous server; let the kernel default apply.
-    server.listen(socketPath, () => resolve());
-  });
+  // Backlog 32 as upstream would be too small for an asynchronous server: the listener asks for Node's default (511).
+  const listener = await listenSaslauthd(socketPath, service, { readTimeoutMs: o.readTimeoutSeconds * 1000, log, layer: socketLayerFromEnv() });
   // The directory (0710, MTA group) is the gate, as upstream; the socket itself must be connectable by that group.
   await fsp.chmod(socketPath, 0o777);
-  log.info({ socket: socketPath, mech: o.mech, cache: o.cache, ttl: o.cache ? o.cacheTtlSeconds : undefined }, 'facteur authd ready');
+  log.info({ socket: socketPath, socketLayer: listener.layer, mech: o.mech, cache: o.cache, ttl: o.cache ? o.cacheTtlSeconds : undefined }, 'facteur authd ready');
 
   let stopped = false;
   return {
@@ -164,7 +160,7 @@ export async function startAuthd(o: AuthdOptions, log: Logger): Promise<RunningA
     async stop() {
       if (stopped) return;
       stopped = true;
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await listener.close();
       await observability?.close();
       await Promise.all([fsp.rm(socketPath, { force: true }), fsp.rm(pidPath, { force: true })]);
       await service.backend.close?.();

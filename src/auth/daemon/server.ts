@@ -132,9 +132,9 @@ class BackendCall implements Deadline, AbortLike {
 }
 
 /** Grace for the optional 5th field when only part of it has arrived (4-field clients never wait). */
-const FIFTH_FIELD_GRACE_MS = 200;
+export const FIFTH_FIELD_GRACE_MS = 200;
 /** Time a client gets to close after our reply before we close on it (upstream waits forever). */
-const DRAIN_TIMEOUT_MS = 5_000;
+export const DRAIN_TIMEOUT_MS = 5_000;
 
 /** Log fields of a request, built only when a line is written. */
 function logCtx(creds: Credentials, mech: string) {
@@ -238,7 +238,7 @@ export class AuthService {
 /** Encoded replies by text: a few distinct texts cover nearly every reply, so most replies cost no encoding. */
 const replyCache = new Map<string, Buffer>();
 const REPLY_CACHE_MAX = 64;
-function encodeReply(r: AuthResult): Buffer {
+export function encodeReply(r: AuthResult): Buffer {
   const text = replyText(r);
   let b = replyCache.get(text);
   if (!b) {
@@ -251,7 +251,21 @@ const NO_OVERSIZE = encodeFields(['NO ']);
 const EMPTY = Buffer.alloc(0);
 const INVALID_UTF8: AuthResult = { verdict: 'fail', reason: 'invalid UTF-8 in request' };
 
-/** Serve the saslauthd protocol on a listening socket (created by the caller, so tests can use any path). */
+/**
+ * The answer to one complete request (4 or 5 fields, as parseRequest() returned them): fields decoded as upstream reads
+ * them, then the service's verdict. Shared by both socket layers (node:net here, C in ./native.ts).
+ */
+export function answerRequest(service: AuthService, fields: Buffer[]): AuthResult | Promise<AuthResult> {
+  const login = fieldToString(fields[0]!);
+  const password = fieldToString(fields[1]!);
+  const svc = fieldToString(fields[2]!);
+  const realm = fieldToString(fields[3]!);
+  const addr = fields.length > 4 ? fieldToString(fields[4]!) : undefined;
+  if (login === null || password === null || svc === null || realm === null || addr === null) return INVALID_UTF8;
+  return service.check({ login, password, service: svc, realm, clientAddr: addr ?? '' });
+}
+
+/** Serve the saslauthd protocol on a listening socket (created by listener.ts with `allowHalfOpen`). */
 export function serveConnections(server: net.Server, service: AuthService, o: Pick<AuthServiceOptions, 'readTimeoutMs' | 'log'>): void {
   server.on('connection', (sock) => {
     service.metrics?.connections.inc({ listener: 'authd' });
@@ -311,16 +325,7 @@ class Connection implements Deadline {
     // Work is not bounded by the read deadline (the backend has its own); the drain deadline is set when the reply goes out.
     deadlines.untrack(this);
     if (this.graceTimer) clearTimeout(this.graceTimer);
-    const login = fieldToString(fields[0]!);
-    const password = fieldToString(fields[1]!);
-    const svc = fieldToString(fields[2]!);
-    const realm = fieldToString(fields[3]!);
-    const addr = fields.length > 4 ? fieldToString(fields[4]!) : undefined;
-    if (login === null || password === null || svc === null || realm === null || addr === null) {
-      this.reply(INVALID_UTF8);
-      return;
-    }
-    const r = this.service.check({ login, password, service: svc, realm, clientAddr: addr ?? '' });
+    const r = answerRequest(this.service, fields);
     if ('then' in r) void r.then((res) => this.reply(res));
     else this.reply(r);
   }

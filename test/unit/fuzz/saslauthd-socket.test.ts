@@ -1,6 +1,7 @@
 // Fuzz: random bytes, truncated and oversized frames, and well-formed requests with random fields, sent to a real saslauthd
-// protocol socket (AuthService + serveConnections, in-process). Properties: the server never crashes, answers at most one
-// well-formed frame `OK`/`NO`, says OK only for the right password, and still answers a normal request afterwards.
+// protocol socket (AuthService in-process), served by both socket layers (the C one and node:net) side by side. Properties:
+// the server never crashes, answers at most one well-formed frame `OK`/`NO`, says OK only for the right password, both
+// layers answer every input with the same bytes, and a normal request is still answered afterwards.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -9,14 +10,16 @@ import fs from 'node:fs/promises';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { tempDir } from '../../helpers/net.js';
-import { AuthService, serveConnections } from '../../../src/auth/daemon/server.js';
+import { AuthService } from '../../../src/auth/daemon/server.js';
+import { listenSaslauthd, type SaslauthdListener } from '../../../src/auth/daemon/listener.js';
 import { encodeFields, fieldToString } from '../../../src/auth/protocol/frame.js';
 import { ok, fail, type AuthBackend } from '../../../src/auth/types.js';
 
 const PASSWORD = 'correct horse';
 let dir: string;
 let socket: string;
-let server: net.Server;
+let nodeSocket: string;
+let servers: SaslauthdListener[] = [];
 
 const backend: AuthBackend = {
   name: 'fuzz',
@@ -28,22 +31,24 @@ const backend: AuthBackend = {
 before(async () => {
   dir = await tempDir('facteur-fuzz-authd-');
   socket = path.join(dir, 'mux');
+  nodeSocket = path.join(dir, 'mux-node');
   const log = pino({ level: 'silent' });
   const service = new AuthService({ backend, realmJoin: false, maxInflight: 8, readTimeoutMs: 2000, backendTimeoutMs: 2000, verbose: false, log });
-  server = net.createServer();
-  serveConnections(server, service, { readTimeoutMs: 2000, log });
-  await new Promise<void>((r) => server.listen(socket, r));
+  servers = [
+    await listenSaslauthd(socket, service, { readTimeoutMs: 2000, log, layer: 'native' }),
+    await listenSaslauthd(nodeSocket, service, { readTimeoutMs: 2000, log, layer: 'node' }),
+  ];
 });
 
 after(async () => {
-  await new Promise<void>((r) => server.close(() => r()));
+  await Promise.all(servers.map((s) => s.close()));
   await fs.rm(dir, { recursive: true, force: true });
 });
 
 /** Send bytes, half-close, read everything until the server closes. */
-function ask(bytes: Buffer): Promise<Buffer> {
+function ask(bytes: Buffer, to = socket): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const s = net.connect(socket);
+    const s = net.connect(to);
     const chunks: Buffer[] = [];
     const timer = setTimeout(() => {
       s.destroy();
@@ -94,11 +99,13 @@ const request = fc.oneof(
   },
 );
 
-test('random requests on the saslauthd socket: at most one well-formed reply, OK only for the right password', async () => {
+test('random requests on the saslauthd socket: at most one well-formed reply, OK only for the right password, the same bytes from both layers', async () => {
   const seen = new Set<string>();
   await fc.assert(
     fc.asyncProperty(request, async (r) => {
-      const text = replyOf(await ask(r.bytes));
+      const [reply, nodeReply] = await Promise.all([ask(r.bytes), ask(r.bytes, nodeSocket)]);
+      assert.deepEqual(reply, nodeReply, 'the C layer and node:net answer alike');
+      const text = replyOf(reply);
       if (text === undefined) return;
       seen.add(text.slice(0, 2));
       if (text.startsWith('OK')) {
@@ -114,8 +121,8 @@ test('random requests on the saslauthd socket: at most one well-formed reply, OK
       }
     }),
     {
-      numRuns: 600,
-      interruptAfterTimeLimit: 8_000,
+      numRuns: 3000,
+      interruptAfterTimeLimit: 10_000,
       markInterruptAsFailure: false,
       examples: [[{ bytes: encodeFields(['alice', PASSWORD, 'smtp', '']), fields: ['alice', PASSWORD, 'smtp', ''].map((s) => Buffer.from(s)) }]],
     },

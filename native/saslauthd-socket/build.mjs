@@ -1,0 +1,24 @@
+// Builds facteur authd's C socket layer (npm runs this on install, or `npm run build:native`). Without a C compiler or
+// Node's headers it says so and exits 0: facteur authd then serves its socket with node:net, correct but slower.
+// `--strict` (used by `npm run build:native`) fails instead.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const here = import.meta.dirname;
+const strict = process.argv.includes('--strict');
+const args = ['rebuild'];
+// npm passes its `nodedir` setting to node-gyp; without one, use the system's headers when present rather than download.
+if (!process.env.npm_config_nodedir) {
+  const prefix = path.resolve(path.dirname(process.execPath), '..');
+  if (fs.existsSync(path.join(prefix, 'include/node/node_api.h'))) args.push(`--nodedir=${prefix}`);
+}
+// node-gyp: the one npm puts on PATH for scripts, else the one bundled with npm beside this node.
+const bundled = path.resolve(path.dirname(process.execPath), '../lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js');
+let r = spawnSync('node-gyp', args, { cwd: here, stdio: 'inherit' });
+if (r.error && fs.existsSync(bundled)) r = spawnSync(process.execPath, [bundled, ...args], { cwd: here, stdio: 'inherit' });
+if (r.status !== 0) {
+  const why = r.error ? r.error.message : `node-gyp exited with ${r.status}`;
+  process.stderr.write(`facteur: the C socket layer of facteur authd was not built (${why}); authd will use node:net (slower).\n`);
+  process.exit(strict ? 1 : 0);
+}

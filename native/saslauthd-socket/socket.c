@@ -1,17 +1,22 @@
-// The saslauthd socket layer of facteur authd in C, on Node's own libuv loop: accept, read one request, hand it to
-// JavaScript once, write the reply, drain, close. Node's net.Socket costs ~50 µs of CPU per connection, more than a whole
-// cached authentication in Cyrus saslauthd; here a connection costs one call into JavaScript.
+// The saslauthd socket layer of facteur authd in C, on Node's own libuv loop: accept, read one request, hand its fields
+// to JavaScript in one call, write the reply, close. Node's net.Socket costs ~50 µs of CPU per connection, more than a
+// whole cached authentication in Cyrus saslauthd; here a connection costs one call into JavaScript.
 //
 // Trusts nothing from the socket: a request is at most 5 counted strings of at most 256 bytes (upstream's MAX_REQ_LEN);
-// a longer length prefix gets "NO " at once; bytes after the request are read and discarded. Trusts its JavaScript
-// caller (src/auth/daemon/native.ts), which decodes the fields and decides the answer; the framing rules here are the
-// same as parseRequest() in src/auth/protocol/frame.ts, and both are tested through the same test files.
+// a longer length prefix gets "NO " at once; bytes after the request are read and discarded. Fields are passed as
+// strings the way src/auth/protocol/frame.ts decodes them (cut at the first NUL, null unless valid UTF-8); the framing
+// rules are those of parseRequest() there. Trusts its JavaScript caller (src/auth/daemon/listener.ts), which decides
+// every answer. Both layers run the same tests, and a differential fuzz test checks they answer alike.
 #include <node_api.h>
 #include <uv.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define MAX_FIELD_LEN 256
 #define BASE_FIELDS 4
@@ -34,6 +39,8 @@ typedef struct conn {
   uint32_t slot;
   enum state state;
   int open_handles;
+  int timer_started;
+  int reading;
   int eof;
   int grace_started;
   uint64_t read_deadline;
@@ -119,36 +126,88 @@ static void conn_close(conn_t *c) {
   s->gens[c->slot]++;
   s->free_slots[s->nfree++] = c->slot;
   uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
-  uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+  if (c->timer_started) uv_close((uv_handle_t *)&c->timer, on_conn_closed);
 }
 
 static void arm_timer(conn_t *c);
+static int start_reading(conn_t *c);
+static void stop_reading(conn_t *c);
 
+/* Whether bytes are what a WHATWG UTF-8 decoder in fatal mode (TextDecoder { fatal: true }) accepts: no overlong forms,
+ * no surrogates, nothing above U+10FFFF, no truncated sequence. */
+static int utf8_valid(const unsigned char *p, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned b = p[i];
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    size_t need;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF) {
+      need = 1;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      need = 2;
+      if (b == 0xE0) lo = 0xA0;
+      if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      need = 3;
+      if (b == 0xF0) lo = 0x90;
+      if (b == 0xF4) hi = 0x8F;
+    } else {
+      return 0;
+    }
+    if (n - i - 1 < need) return 0;
+    if (p[i + 1] < lo || p[i + 1] > hi) return 0;
+    for (size_t k = 2; k <= need; k++)
+      if (p[i + k] < 0x80 || p[i + k] > 0xBF) return 0;
+    i += need + 1;
+  }
+  return 1;
+}
+
+/* A field as upstream uses it, a C string (an embedded NUL ends it), as a JavaScript string; null when not UTF-8. */
+static napi_status field_value(napi_env env, const unsigned char *p, size_t n, napi_value *out) {
+  const unsigned char *nul = memchr(p, 0, n);
+  if (nul) n = (size_t)(nul - p);
+  if (!utf8_valid(p, n)) return napi_get_null(env, out);
+  return napi_create_string_utf8(env, (const char *)p, n, out);
+}
+
+/* Hand one complete request (the first req_len bytes: 4 or 5 fields) to JavaScript:
+ * onRequest(token, login, password, service, realm, clientAddr | undefined, accepted). */
 static void dispatch(conn_t *c, size_t req_len) {
   server_t *s = c->srv;
   napi_env env = s->env;
   c->state = WORKING;
   // Work is not bounded by the read deadline (the backend has its own); the drain deadline starts with the reply.
-  uv_timer_stop(&c->timer);
-  if (c->eof) uv_read_stop((uv_stream_t *)&c->pipe);
+  // Nothing is read meanwhile: a client that leaves is found when the reply is written, bytes it sends are drained after.
+  if (c->timer_started) uv_timer_stop(&c->timer);
+  stop_reading(c);
   double token = (double)s->gens[c->slot] * (double)MAX_SLOTS + (double)c->slot;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) {
     conn_close(c);
     return;
   }
-  napi_value cb, recv, argv[3], result;
+  napi_value cb, recv, argv[7], result;
   int okay = napi_get_reference_value(env, s->on_request, &cb) == napi_ok && napi_get_reference_value(env, s->resource, &recv) == napi_ok &&
-             napi_create_double(env, token, &argv[0]) == napi_ok &&
-             napi_create_buffer_copy(env, req_len, c->buf, NULL, &argv[1]) == napi_ok &&
-             napi_create_double(env, s->accepted, &argv[2]) == napi_ok;
+             napi_create_double(env, token, &argv[0]) == napi_ok && napi_get_undefined(env, &argv[5]) == napi_ok &&
+             napi_create_double(env, s->accepted, &argv[6]) == napi_ok;
+  size_t off = 0;
+  for (int f = 0; okay && f < MAX_FIELDS && off < req_len; f++) {
+    size_t l = ((size_t)c->buf[off] << 8) | c->buf[off + 1];
+    okay = field_value(env, c->buf + off + 2, l, &argv[1 + f]) == napi_ok;
+    off += 2 + l;
+  }
   if (!okay) {
     napi_close_handle_scope(env, scope);
     conn_close(c);
     return;
   }
   // c may be replied to (state DRAINING) but is never freed during the call: closing is asynchronous.
-  napi_status st = napi_make_callback(env, s->actx, recv, cb, 3, argv, &result);
+  napi_status st = napi_make_callback(env, s->actx, recv, cb, 7, argv, &result);
   if (st != napi_ok) {
     bool pending = false;
     napi_is_exception_pending(env, &pending);
@@ -175,8 +234,57 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   if (status < 0) conn_close(c);
 }
 
-/* Upstream's ending: reply, shutdown(SHUT_WR), read and discard until the client closes (here: or the drain timeout). */
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
+
+static int start_reading(conn_t *c) {
+  if (c->reading) return 0;
+  c->reading = 1;
+  return uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+static void stop_reading(conn_t *c) {
+  if (!c->reading) return;
+  c->reading = 0;
+  uv_read_stop((uv_stream_t *)&c->pipe);
+}
+
+/* Read and discard until the client closes, or the drain deadline. */
+static void drain(conn_t *c) {
+  arm_timer(c);
+  if (start_reading(c) < 0) conn_close(c);
+}
+
+/* Upstream's ending: reply, shutdown(SHUT_WR), read and discard until the client closes, close. When the reply goes out in
+ * one write and nothing more from the client is waiting, the connection is closed at once: the client still reads the
+ * reply, then end of file, exactly as after a drain (on a UNIX socket, what was written stays readable after a close;
+ * only unread bytes on our side would reset the client, and there are none). Otherwise: the full sequence. */
 static void send_reply(conn_t *c, const char *data, size_t len) {
+  c->state = DRAINING;
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned int)len);
+  int w = uv_try_write((uv_stream_t *)&c->pipe, &b, 1);
+  if (w == UV_EAGAIN) w = 0;
+  if (w < 0) {
+    conn_close(c); // the client is gone
+    return;
+  }
+  if ((size_t)w == len) {
+    if (c->eof) {
+      conn_close(c);
+      return;
+    }
+    uv_os_fd_t fd;
+    int pending = -1;
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0 && shutdown(fd, SHUT_WR) == 0 && ioctl(fd, FIONREAD, &pending) == 0 && pending == 0) {
+      conn_close(c);
+      return;
+    }
+    drain(c);
+    return;
+  }
+  // The socket took part of the reply (or none): the rest goes through libuv's write queue.
+  len -= (size_t)w;
+  data += w;
   if (len <= sizeof c->reply_inline) {
     c->reply = c->reply_inline;
   } else {
@@ -187,8 +295,7 @@ static void send_reply(conn_t *c, const char *data, size_t len) {
     }
   }
   memcpy(c->reply, data, len);
-  c->state = DRAINING;
-  uv_buf_t b = uv_buf_init(c->reply, (unsigned int)len);
+  b = uv_buf_init(c->reply, (unsigned int)len);
   c->wreq.data = c;
   if (uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
     conn_close(c);
@@ -200,7 +307,7 @@ static void send_reply(conn_t *c, const char *data, size_t len) {
     conn_close(c);
     return;
   }
-  arm_timer(c);
+  drain(c);
 }
 
 static void on_bytes(conn_t *c) {
@@ -244,6 +351,12 @@ static void on_timer(uv_timer_t *t) {
 
 /* One timer per connection: the read deadline (and the 5th-field grace) while reading, the drain deadline after the reply. */
 static void arm_timer(conn_t *c) {
+  if (!c->timer_started) {
+    uv_timer_init(c->pipe.loop, &c->timer);
+    c->timer.data = c;
+    c->timer_started = 1;
+    c->open_handles++;
+  }
   uint64_t now = uv_now(c->pipe.loop);
   uint64_t at;
   if (c->state == READING) {
@@ -281,7 +394,7 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
       if (parse(c->buf, c->len, 1, &req_len, &fields) == REQUEST) dispatch(c, req_len);
       else conn_close(c);
     } else if (c->state == WORKING) {
-      uv_read_stop(stream); // the reply is still written; then the connection is closed
+      stop_reading(c); // the reply is still written; then the connection is closed
     } else {
       conn_close(c);
     }
@@ -336,12 +449,25 @@ static void on_connection(uv_stream_t *listener, int status) {
   }
   s->slots[c->slot] = c;
   s->accepted++;
-  uv_timer_init(listener->loop, &c->timer);
-  c->timer.data = c;
-  c->open_handles = 2;
   c->read_deadline = uv_now(listener->loop) + s->read_timeout_ms;
+  // The client usually wrote its request right after connecting: read it now, without waiting for the loop's next poll.
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0) {
+    ssize_t n;
+    do n = read(fd, c->buf, REQ_CAP);
+    while (n < 0 && errno == EINTR);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+      conn_close(c); // closed before a whole request: no reply (upstream)
+      return;
+    }
+    if (n > 0) {
+      c->len = (size_t)n;
+      on_bytes(c);
+      if (c->state != READING) return;
+    }
+  }
   arm_timer(c);
-  if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) < 0) conn_close(c);
+  if (start_reading(c) < 0) conn_close(c);
 }
 
 /* Closed, and every connection gone: drop the references that keep the JavaScript object alive. The struct itself is
@@ -408,7 +534,7 @@ static napi_value throw_uv(napi_env env, const char *what, int err) {
   return NULL;
 }
 
-/* listen(path, backlog, onRequest(token, request, accepted), readTimeoutMs, graceMs, drainMs) -> server
+/* listen(path, backlog, onRequest(token, login, password, service, realm, clientAddr, accepted), readTimeoutMs, graceMs, drainMs) -> server
  * onRequest is called with `this` = the returned server object. */
 static napi_value js_listen(napi_env env, napi_callback_info info) {
   size_t argc = 6;

@@ -257,6 +257,38 @@ for (const layer of ['native', 'node'] as const) describe(`socket layer: ${layer
     assert.equal((await testsaslauthd('-u', 'alice', '-p', 'wonderland')).code, 0);
   });
 
+  test('a request written one byte at a time is answered', async () => {
+    const bytes = encodeFields(['alice', 'wonderland', 'trickle', '']);
+    const reply = await new Promise<Buffer>((resolve) => {
+      const s = net.connect(sock);
+      const chunks: Buffer[] = [];
+      s.on('data', (d) => chunks.push(d));
+      s.on('close', () => resolve(Buffer.concat(chunks)));
+      s.on('error', () => undefined);
+      let i = 0;
+      const next = () => {
+        if (i < bytes.length) s.write(bytes.subarray(i, ++i), () => setTimeout(next, 2));
+      };
+      s.on('connect', next);
+    });
+    assert.equal(reply.subarray(2).toString(), 'OK');
+  });
+
+  test('bytes after a whole request are read and discarded: the reply arrives whole, then end of file, no reset', async () => {
+    const bytes = Buffer.concat([encodeFields(['alice', 'wonderland', 'junk', '', '192.0.2.7;1']), Buffer.alloc(5000, 0x41)]);
+    const r = await new Promise<{ reply: Buffer; error?: string }>((resolve) => {
+      const s = net.connect(sock);
+      const chunks: Buffer[] = [];
+      let error: string | undefined;
+      s.on('data', (d) => chunks.push(d));
+      s.on('error', (e) => (error = (e as NodeJS.ErrnoException).code));
+      s.on('end', () => s.end());
+      s.on('close', () => resolve({ reply: Buffer.concat(chunks), error }));
+      s.write(bytes);
+    });
+    assert.deepEqual(r, { reply: Buffer.from('\x00\x02OK'), error: undefined });
+  });
+
   test('300 clients at once are all answered', async () => {
     const replies = await Promise.all(Array.from({ length: 300 }, (_, i) => raw(encodeFields(['alice', i % 2 ? 'wonderland' : 'nope', 'many', '']), { waitMs: 10_000 })));
     assert.deepEqual(new Set(replies.map((r) => r.reply.subarray(2).toString())), new Set(['OK', 'NO']));

@@ -3,10 +3,9 @@
 // CPU per connection (see docs/design.md). Trusts the socket path and options from its caller.
 import net from 'node:net';
 import { createRequire } from 'node:module';
-import { parseRequest } from '../protocol/frame.js';
 import type { AuthResult } from '../types.js';
 import type { Logger } from '../../observability/log.js';
-import { answerRequest, encodeReply, serveConnections, DRAIN_TIMEOUT_MS, FIFTH_FIELD_GRACE_MS, type AuthService } from './server.js';
+import { answerFields, encodeReply, serveConnections, DRAIN_TIMEOUT_MS, FIFTH_FIELD_GRACE_MS, type AuthService } from './server.js';
 
 export type SocketLayer = 'native' | 'node';
 
@@ -26,7 +25,8 @@ interface NativeBinding {
   listen(
     path: string,
     backlog: number,
-    onRequest: (token: number, request: Buffer, accepted: number) => void,
+    /** Fields cut at their first NUL; null when not valid UTF-8; clientAddr undefined in a 4-field request. */
+    onRequest: (token: number, login: string | null, password: string | null, service: string | null, realm: string | null, clientAddr: string | null | undefined, accepted: number) => void,
     readTimeoutMs: number,
     graceMs: number,
     drainMs: number,
@@ -40,7 +40,6 @@ interface NativeBinding {
 const ADDON = '../../../native/saslauthd-socket/build/Release/saslauthd_socket.node';
 /** Node's own default for listen() on a path; a full queue makes the client's connect() fail (EAGAIN). */
 const BACKLOG = 511;
-const MALFORMED: AuthResult = { verdict: 'fail', reason: 'malformed request' };
 
 let native: { binding: NativeBinding } | { error: string } | undefined;
 
@@ -92,14 +91,13 @@ function listenNative(b: NativeBinding, path: string, service: AuthService, o: L
   const server = b.listen(
     path,
     BACKLOG,
-    (token, request, accepted) => {
+    (token, login, password, svc, realm, clientAddr, accepted) => {
       if (metrics && accepted > counted) {
         metrics.connections.inc({ listener: 'authd' }, accepted - counted);
         counted = accepted;
       }
-      // The C layer hands over exactly one request (4 or 5 complete fields), framed by the same rules as parseRequest.
-      const p = parseRequest(request);
-      const r = p.kind === 'request' ? answerRequest(service, p.fields) : MALFORMED;
+      // The C layer hands over exactly one request (4 or 5 complete fields), framed and decoded by the rules of frame.ts.
+      const r = answerFields(service, login, password, svc, realm, clientAddr);
       if ('then' in r) void r.then((res) => reply(token, res));
       else reply(token, r);
     },

@@ -256,13 +256,21 @@ const INVALID_UTF8: AuthResult = { verdict: 'fail', reason: 'invalid UTF-8 in re
  * them, then the service's verdict. Shared by both socket layers (node:net here, C in ./native.ts).
  */
 export function answerRequest(service: AuthService, fields: Buffer[]): AuthResult | Promise<AuthResult> {
-  const login = fieldToString(fields[0]!);
-  const password = fieldToString(fields[1]!);
-  const svc = fieldToString(fields[2]!);
-  const realm = fieldToString(fields[3]!);
   const addr = fields.length > 4 ? fieldToString(fields[4]!) : undefined;
-  if (login === null || password === null || svc === null || realm === null || addr === null) return INVALID_UTF8;
-  return service.check({ login, password, service: svc, realm, clientAddr: addr ?? '' });
+  return answerFields(service, fieldToString(fields[0]!), fieldToString(fields[1]!), fieldToString(fields[2]!), fieldToString(fields[3]!), addr);
+}
+
+/** The answer to decoded fields (null: not UTF-8, refused; clientAddr undefined: a 4-field request). */
+export function answerFields(
+  service: AuthService,
+  login: string | null,
+  password: string | null,
+  svc: string | null,
+  realm: string | null,
+  clientAddr: string | null | undefined,
+): AuthResult | Promise<AuthResult> {
+  if (login === null || password === null || svc === null || realm === null || clientAddr === null) return INVALID_UTF8;
+  return service.check({ login, password, service: svc, realm, clientAddr: clientAddr ?? '' });
 }
 
 /** Serve the saslauthd protocol on a listening socket (created by listener.ts with `allowHalfOpen`). */

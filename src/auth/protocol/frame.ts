@@ -56,7 +56,8 @@ export function parseReply(buf: Buffer): { text: Buffer } | null {
   return { text: buf.subarray(2, 2 + len) };
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is kept, so that a login with and without one stay two different logins.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Decode a field the way upstream uses it: as a C string, so an embedded NUL ends it.

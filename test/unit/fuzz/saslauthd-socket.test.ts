@@ -76,8 +76,21 @@ function replyOf(buf: Buffer): string | undefined {
   return text;
 }
 
+/** Byte strings at the edges of UTF-8 validity, where a decoder in C and TextDecoder could disagree. */
+const UTF8_EDGES = [
+  'efbbbf616c696365', // BOM + alice: kept, not stripped
+  'c0af', 'c1bf', 'e080af', 'f08080af', // overlong forms
+  'c280', 'dfbf', 'e0a080', 'efbfbf', 'f0908080', 'f48fbfbf', // smallest and largest of each length
+  'eda080', 'edbfbf', 'ed9fbf', // surrogates, and the last code point before them
+  'f4908080', 'f5808080', 'f8888080', 'ff', 'fe', // above U+10FFFF, invalid lead bytes
+  'e282', 'f09f98', 'c3', '80', 'bf', // truncated sequences, lone continuation bytes
+  '61c3a962', '61e282ac00ff', 'c3a900c3', // valid with a NUL: cut before invalid bytes after it
+].map((h) => Buffer.from(h, 'hex'));
+
 const fieldBytes = fc.oneof(
   fc.constantFrom('alice', PASSWORD, 'smtp', '', 'alice\0', 'bob', '127.0.0.1;25', ' alice').map((s) => Buffer.from(s)),
+  fc.constantFrom(...UTF8_EDGES),
+  fc.array(fc.constantFrom(...UTF8_EDGES), { maxLength: 4 }).map((parts) => Buffer.concat(parts)),
   fc.string({ unit: 'binary', maxLength: 40 }).map((s) => Buffer.from(s, 'utf8')),
   fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)),
 );

@@ -53,7 +53,7 @@ test('foreground daemon: run dir 0710, pid file 0600, answers testsaslauthd, sin
     assert.equal(pid, `${d.proc.pid}\n`);
     assert.equal((await fs.stat(path.join(run, 'saslauthd.pid'))).mode & 0o777, 0o600);
     assert.ok((await fs.stat(d.socket)).isSocket());
-    // The C socket layer is built by npm install (native/saslauthd-socket) and used by default.
+    // The C socket layer is built by npm install (native/authd) and used by default.
     assert.match(d.stderr(), /"socketLayer":"native"/);
     const good = await testsaslauthd(d.socket, ['-u', 'alice@picasoft.net', '-p', 'correct horse', '-s', 'smtp']);
     assert.equal(good.stdout, '0: OK "Success."\n');

@@ -1,7 +1,7 @@
 // The saslauthd wire protocol of facteur authd, driven by the real Cyrus client (testsaslauthd) and by hostile raw sockets.
 // The backend here is a small in-test password table (with one deliberately slow user): this file proves the protocol
 // and the daemon's handling of connections; the real backends have their own end-to-end tests.
-// Every test runs against both socket layers: the C one (native/saslauthd-socket, the default) and node:net.
+// Every test runs against both socket layers: the C one (native/authd, the default) and node:net.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';

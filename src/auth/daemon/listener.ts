@@ -1,8 +1,8 @@
-// The saslauthd socket (`mux`): served by the C layer in native/saslauthd-socket when it is built, else by node:net.
+// The saslauthd socket (`mux`): served by the C layer in native/authd when it is built, else by node:net.
 // Both give the same bytes on the wire and are tested by the same files; the C layer costs a fraction of net.Socket's
 // CPU per connection (see docs/design.md). Trusts the socket path and options from its caller.
 import net from 'node:net';
-import { createRequire } from 'node:module';
+import { nativeAddon } from './native.js';
 import type { AuthResult } from '../types.js';
 import type { Logger } from '../../observability/log.js';
 import { answerFields, encodeReply, serveConnections, DRAIN_TIMEOUT_MS, FIFTH_FIELD_GRACE_MS, type AuthService } from './server.js';
@@ -37,22 +37,12 @@ interface NativeBinding {
   stats(server: NativeServer): { accepted: number; active: number };
 }
 
-const ADDON = '../../../native/saslauthd-socket/build/Release/saslauthd_socket.node';
 /** Node's own default for listen() on a path; a full queue makes the client's connect() fail (EAGAIN). */
 const BACKLOG = 511;
 
-let native: { binding: NativeBinding } | { error: string } | undefined;
-
-/** The C layer, or why it cannot be used (not built: `npm rebuild` or `npm run build:native` builds it). */
+/** The C layer, or why it cannot be used (not built: `npm run build:native` builds it). */
 export function nativeSocketLayer(): { binding: NativeBinding } | { error: string } {
-  if (!native) {
-    try {
-      native = { binding: createRequire(import.meta.url)(ADDON) as NativeBinding };
-    } catch (err) {
-      native = { error: `native saslauthd socket layer not built (${(err as Error).message.split('\n')[0]}); run npm run build:native` };
-    }
-  }
-  return native;
+  return nativeAddon<NativeBinding>('saslauthd_socket');
 }
 
 /** The layer asked for by FACTEUR_AUTHD_SOCKET_LAYER (native, node; default auto: native when built). */

@@ -107,6 +107,16 @@ static enum parsed parse(const unsigned char *b, size_t len, int four_only, size
 
 static void server_maybe_free(server_t *s);
 
+/* An exception thrown by a JavaScript callback called from the loop: reported as uncaught, as Node does for its own. */
+static void raise_pending(napi_env env) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) return;
+  napi_value exc;
+  napi_get_and_clear_last_exception(env, &exc);
+  napi_fatal_exception(env, exc);
+}
+
 static void on_conn_closed(uv_handle_t *h) {
   conn_t *c = h->data;
   if (--c->open_handles > 0) return;
@@ -209,13 +219,7 @@ static void dispatch(conn_t *c, size_t req_len) {
   // c may be replied to (state DRAINING) but is never freed during the call: closing is asynchronous.
   napi_status st = napi_make_callback(env, s->actx, recv, cb, 7, argv, &result);
   if (st != napi_ok) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) {
-      napi_value exc;
-      napi_get_and_clear_last_exception(env, &exc);
-      napi_fatal_exception(env, exc);
-    }
+    raise_pending(env);
     // Nobody will answer this request: close rather than keep the connection forever.
     if (c->state == WORKING) conn_close(c);
   }
@@ -486,15 +490,7 @@ static void server_release(server_t *s) {
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value cb, recv, result;
   if (s->on_closed && napi_get_reference_value(env, s->on_closed, &cb) == napi_ok && napi_get_reference_value(env, s->resource, &recv) == napi_ok) {
-    if (napi_make_callback(env, s->actx, recv, cb, 0, NULL, &result) != napi_ok) {
-      bool pending = false;
-      napi_is_exception_pending(env, &pending);
-      if (pending) {
-        napi_value exc;
-        napi_get_and_clear_last_exception(env, &exc);
-        napi_fatal_exception(env, exc);
-      }
-    }
+    if (napi_make_callback(env, s->actx, recv, cb, 0, NULL, &result) != napi_ok) raise_pending(env);
   }
   napi_async_destroy(env, s->actx);
   napi_delete_reference(env, s->on_request);
@@ -598,10 +594,13 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-static server_t *unwrap(napi_env env, napi_value obj) {
+/* The n arguments of a call whose first is a listening server (from listen()): the server, or NULL with an exception. */
+static server_t *server_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  size_t argc = n;
   void *p = NULL;
-  if (napi_unwrap(env, obj, &p) != napi_ok || !p) {
-    napi_throw_type_error(env, NULL, "not a listening saslauthd socket");
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != n || napi_unwrap(env, argv[0], &p) != napi_ok || !p) {
+    napi_throw_type_error(env, NULL, "expected a listening saslauthd socket and its arguments");
     return NULL;
   }
   return p;
@@ -609,10 +608,8 @@ static server_t *unwrap(napi_env env, napi_value obj) {
 
 /* reply(server, token, bytes) -> true if sent; false when the connection is gone (closed, timed out, or already answered). */
 static napi_value js_reply(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3], out;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  server_t *s = argc == 3 ? unwrap(env, argv[0]) : NULL;
+  server_t *s = server_args(env, info, 3, argv);
   if (!s) return NULL;
   double token;
   void *data;
@@ -638,10 +635,8 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
 /* close(server, onClosed): stop accepting; connections already accepted are still answered; onClosed() once they are
  * all gone. */
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2], undef;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  server_t *s = argc == 2 ? unwrap(env, argv[0]) : NULL;
+  server_t *s = server_args(env, info, 2, argv);
   if (!s) return NULL;
   napi_valuetype t;
   napi_typeof(env, argv[1], &t);
@@ -660,10 +655,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
 
 /* stats(server) -> { accepted, active }: connections accepted in all, and open now. */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1], out, v;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  server_t *s = argc == 1 ? unwrap(env, argv[0]) : NULL;
+  server_t *s = server_args(env, info, 1, argv);
   if (!s) return NULL;
   napi_create_object(env, &out);
   napi_create_double(env, s->accepted, &v);

@@ -2,7 +2,7 @@
 // submission (STARTTLS + AUTH PLAIN, several 10 KB messages per connection), plain inbound for a local domain (a Node
 // generator and Postfix's own smtp-source), and memory per idle connection. Both fsync each message into their queue
 // before the 250 and deliver nothing. Trusts the binaries it starts; counts every 4xx/5xx or transport failure as an error.
-// Usage: npm run bench:smtp [-- --quick] [--no-doc]
+// Usage: npm run bench:smtp [-- --quick] [--no-doc] [--only throughput|idle] [--workers 1,2] [--profile DIR]
 import { spawn, spawnSync, execFile } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -28,6 +28,8 @@ const opt = (name: string) => {
   return i >= 0 ? argv[i + 1] : undefined;
 };
 const IDLE = Number(opt('--idle') ?? (QUICK ? 1000 : 5000));
+/** `--profile DIR`: facteur serve writes V8 CPU profiles there (summarise with bench/lib/cpuprofile.ts). */
+const PROFILE_DIR = opt('--profile');
 /** Which parts to run: throughput, idle, or both (default). */
 const ONLY = opt('--only');
 const CONCURRENCY = [1, 8, 32];
@@ -95,7 +97,8 @@ listen = ""
   );
   // Logs go to a file, as Postfix's go to its maillog_file.
   const logFd = fs.openSync(path.join(dir, 'facteur.log'), 'a');
-  const [cmd, args] = withNofile(NOFILE, process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'smtp/facteur-serve.ts'), config]);
+  const profile = PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(PROFILE_DIR)] : [];
+  const [cmd, args] = withNofile(NOFILE, process.execPath, [...profile, '--import', 'tsx', path.join(import.meta.dirname, 'smtp/facteur-serve.ts'), config]);
   const proc = spawn(cmd, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, ...env } });
   fs.closeSync(logFd);
   await Promise.race([

@@ -144,6 +144,24 @@ describe('bind method', () => {
     assert.ok(!steps3.some((s) => s.startsWith('DN from cache')), steps3.join('\n'));
   });
 
+  test('a cached DN used late in its life is looked up again in the background: a busy account never waits for a search', async () => {
+    const short = await backend(base('ldap_dn_cache_ttl: 2'));
+    const user = slapd.bulkUsers[22]!;
+    const stepsOf = async () => {
+      const steps: string[] = [];
+      assert.equal((await check(short, user.login, user.password, { steps })).verdict, 'ok', steps.join('\n'));
+      return steps;
+    };
+    const t0 = Date.now();
+    assert.ok((await stepsOf()).some((s) => s.startsWith('search')));
+    await new Promise((r) => setTimeout(r, 1600 - (Date.now() - t0)));
+    const late = await stepsOf(); // 1.6 s into a 2 s life: answered from the cache, renewed behind it
+    assert.ok(late.some((s) => s.startsWith('DN from cache')) && !late.some((s) => s.startsWith('search')), late.join('\n'));
+    await new Promise((r) => setTimeout(r, 2400 - (Date.now() - t0)));
+    const after = await stepsOf(); // past the first entry's end: only the renewal can answer from the cache
+    assert.ok(after.some((s) => s.startsWith('DN from cache')) && !after.some((s) => s.startsWith('search')), after.join('\n'));
+  });
+
   test('concurrent requests for many users all get their own verdict', async () => {
     const jobs = slapd.bulkUsers.slice(10, 60).flatMap((x, i) => [
       check(b, x.login, x.password).then((r) => assert.equal(r.verdict, 'ok', x.login)),

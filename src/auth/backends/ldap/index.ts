@@ -100,6 +100,11 @@ interface DnCacheEntry {
   expires: number;
 }
 
+/** A cached DN used by a login once this share of its lifetime has passed is looked up again in the background. */
+const DN_REFRESH_AFTER = 0.75;
+/** The abort signal of work nobody waits for (bounded by ldapts's per-operation ldap_timeout instead). */
+const NEVER_ABORTED: AbortLike = { aborted: false, addEventListener() {}, removeEventListener() {} };
+
 const CONTROL = /[\0-\x1f\x7f]/;
 
 function errText(err: unknown): string {
@@ -274,6 +279,9 @@ export class LdapBackend implements AuthBackend {
   private servers: Server[] = [];
   private tlsOpts: tls.ConnectionOptions = {};
   private dnCache = new Map<string, DnCacheEntry>();
+  /** Keys whose DN is being looked up again in the background; the generation changes when the configuration does. */
+  private readonly refreshing = new Set<string>();
+  private dnCacheGen = 0;
   /** The DN cache is used only when the filter merely names the user (one equality assertion): a compound filter may encode policy
    *  (`(&(uid=%u)(mailEnabled=TRUE))`) that a cached DN would skip, and the check must never be weakened. */
   private dnCacheOn = false;
@@ -300,6 +308,7 @@ export class LdapBackend implements AuthBackend {
       return { url: `${url.protocol}//${url.host}`, host, secure: url.protocol === 'ldaps:', downUntil: 0, svc: [], idleUser: [], userActive: 0, userWaiters: [] };
     });
     this.dnCache.clear();
+    this.dnCacheGen++;
   }
 
   async reload(): Promise<void> {
@@ -393,6 +402,7 @@ export class LdapBackend implements AuthBackend {
         explain?.(`DN from cache: ${cached.dn}`);
         if (await this.userBind(server, cached.dn, password, req)) {
           if (this.groupOn && !(await this.groupCheck(server, cached.dn, vals, req))) return fail();
+          if (cached.expires - Date.now() < cfg.dnCacheTtl * 1000 * (1 - DN_REFRESH_AFTER)) this.refreshDn(server, key, vals, cached.dn);
           return ok('', cached.addresses);
         }
         this.dnCache.delete(key);
@@ -448,6 +458,33 @@ export class LdapBackend implements AuthBackend {
     if (refusedDn === dn) return null;
     if (!(await this.userBind(server, dn, password, req))) return null;
     return { dn, addresses: firstValues(entry, cfg.mailAttrs) };
+  }
+
+  /**
+   * Look a cached login→DN mapping up again after a login used it late in its life, off that login's path, so that a
+   * busy account does not pay a search every ldap_dn_cache_ttl (the search was the slowest 1 % of logins). The entry is
+   * renewed only when the search finds the same DN, else dropped (the next login searches); errors leave it to expire.
+   * The password is still checked by a bind at every login: only the mapping is renewed.
+   */
+  private refreshDn(server: Server, key: string, vals: TokenValues, dn: string): void {
+    if (this.refreshing.has(key) || this.closed) return;
+    this.refreshing.add(key);
+    const cfg = this.cfg;
+    const gen = this.dnCacheGen;
+    const req = new Req(NEVER_ABORTED, undefined);
+    this.findUser(server, expand(cfg.searchBase, vals, 'dn'), expand(cfg.filter, vals, 'filter'), cfg.mailAttrs, req)
+      .then(
+        (entry) => {
+          if (gen !== this.dnCacheGen || this.closed) return;
+          if (entry?.dn === dn) this.cachePut(key, { dn, addresses: firstValues(entry, cfg.mailAttrs), expires: Date.now() + cfg.dnCacheTtl * 1000 });
+          else this.dnCache.delete(key);
+        },
+        () => undefined,
+      )
+      .finally(() => {
+        req.done();
+        this.refreshing.delete(key);
+      });
   }
 
   private cacheGet(key: string): DnCacheEntry | undefined {

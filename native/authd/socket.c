@@ -279,10 +279,11 @@ static void send_reply(conn_t *c, const char *data, size_t len) {
     }
     uv_os_fd_t fd;
     int pending = -1;
-    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0 && shutdown(fd, SHUT_WR) == 0 && ioctl(fd, FIONREAD, &pending) == 0 && pending == 0) {
-      conn_close(c);
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 || ioctl(fd, FIONREAD, &pending) != 0 || pending == 0) {
+      conn_close(c); // nothing waiting (or the socket is unusable): the close is the half-close and the end
       return;
     }
+    shutdown(fd, SHUT_WR);
     drain(c);
     return;
   }

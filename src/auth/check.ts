@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { parseCyrusSaslConfig } from './client/index.js';
 import { createBackend, groupId, SOCKET_NAME } from './daemon/run.js';
 import type { AuthdOptions } from './daemon/options.js';
+import { nativeSocketLayer, socketLayerFromEnv } from './daemon/listener.js';
 import { createLogger } from '../observability/log.js';
 
 export interface Finding {
@@ -125,6 +126,21 @@ export function checkPostfix(configDir: string, authdSocket?: string): Finding[]
 }
 
 /** Check authd's own setup: run directory, mechanism configuration, and that the backend answers and refuses a made-up user. */
+/** Which socket layer `facteur authd` will use (docs/design.md): the C one when built and not turned off. */
+export function checkSocketLayer(env: NodeJS.ProcessEnv = process.env): Finding {
+  let want;
+  try {
+    want = socketLayerFromEnv(env);
+  } catch (err) {
+    return error(`${(err as Error).message}: unset it (authd would not start)`);
+  }
+  if (want === 'node') return warn('FACTEUR_AUTHD_SOCKET_LAYER=node: authd serves its socket with node:net, about twice the CPU per request of its C layer; unset it unless you are comparing the two');
+  const n = nativeSocketLayer();
+  if ('binding' in n) return ok('authd serves its socket with its C layer (native/authd, built by npm install)');
+  if (want === 'native') return error(`FACTEUR_AUTHD_SOCKET_LAYER=native but ${n.error}: authd would not start`);
+  return warn(`${n.error}: authd will serve its socket with node:net, about twice the CPU per request; run npm run build:native (it needs python3, make and a C compiler)`);
+}
+
 export async function checkAuthd(o: AuthdOptions): Promise<Finding[]> {
   const f: Finding[] = [];
   if (fs.existsSync(o.runDir)) {

@@ -44,6 +44,7 @@ test('a correct seed-style setup passes, exit 0', async () => {
   assert.equal(r.code, 0, r.stdout);
   assert.match(r.stdout, /smtpd_sasl_path = smtpd matches/);
   assert.match(r.stdout, /answers and refuses a made-up user/);
+  assert.match(r.stdout, /ok +authd serves its socket with its C layer/);
   assert.match(r.stdout, /no problem found/);
 });
 
@@ -99,4 +100,13 @@ test('a backend that cannot be reached is named', async () => {
   const r = await check(await postfixDir(), `-a rimap -O 127.0.0.1/${dead} -m ${runDir}`);
   assert.equal(r.code, 1);
   assert.match(r.stdout, /mechanism rimap cannot reach its backend/);
+});
+
+test('the socket layer line: forced node:net is a warning, an unknown FACTEUR_AUTHD_SOCKET_LAYER an error', async () => {
+  const { checkSocketLayer } = await import('../../src/auth/check.js');
+  assert.equal(checkSocketLayer({}).level, 'ok');
+  assert.equal(checkSocketLayer({ FACTEUR_AUTHD_SOCKET_LAYER: 'native' }).level, 'ok');
+  assert.match(checkSocketLayer({ FACTEUR_AUTHD_SOCKET_LAYER: 'node' }).message, /node:net/);
+  assert.equal(checkSocketLayer({ FACTEUR_AUTHD_SOCKET_LAYER: 'node' }).level, 'warning');
+  assert.equal(checkSocketLayer({ FACTEUR_AUTHD_SOCKET_LAYER: 'fast' }).level, 'error');
 });

@@ -1,7 +1,7 @@
 // `facteur check`: validates configuration and environment and explains each problem in one sentence with the fix.
 // Exit status 0 when nothing is an error, 1 otherwise (for scripts). Wires the checks of each part.
 import fs from 'node:fs';
-import { checkAuthd, checkPostfix, type Finding } from '../../auth/check.js';
+import { checkAuthd, checkSocketLayer, checkPostfix, type Finding } from '../../auth/check.js';
 import { parseAuthdArgs } from '../../auth/daemon/options.js';
 import { SOCKET_NAME } from '../../auth/daemon/run.js';
 import { UsageError } from '../../lib/errors.js';
@@ -43,7 +43,7 @@ export async function run(argv: string[]): Promise<number> {
     try {
       const o = parseAuthdArgs([...authdArgs, '-f']);
       socket = `${o.runDir}/${SOCKET_NAME}`;
-      findings.push(...(await checkAuthd(o)));
+      findings.push(...(await checkAuthd(o)), checkSocketLayer());
     } catch (err) {
       findings.push({ level: 'error', message: (err as Error).message });
     }

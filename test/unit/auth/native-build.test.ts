@@ -1,0 +1,45 @@
+// The install-time build of authd's C addons (native/authd/build.mjs), on a copy of the sources: it succeeds where a C
+// compiler is present, and where the compiler fails it says so and lets `npm ci` go on (exit 0), while
+// `npm run build:native` (--strict) fails. The addons the other tests use are never touched.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { tempDir } from '../../helpers/net.js';
+
+const SOURCES = path.resolve(import.meta.dirname, '../../../native/authd');
+let dir: string;
+
+before(async () => {
+  dir = await tempDir('facteur-native-build-');
+  for (const f of ['binding.gyp', 'build.mjs', 'socket.c', 'digest.c']) await fs.copyFile(path.join(SOURCES, f), path.join(dir, f));
+});
+
+after(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+function build(env: Record<string, string>, ...args: string[]) {
+  return spawnSync(process.execPath, [path.join(dir, 'build.mjs'), ...args], { cwd: dir, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 120_000 });
+}
+
+test('with a C compiler: both addons are built and load', () => {
+  const r = build({}, '--strict');
+  assert.equal(r.status, 0, r.stderr);
+  const load = createRequire(import.meta.url);
+  const socket = load(path.join(dir, 'build/Release/saslauthd_socket.node')) as Record<string, unknown>;
+  const digest = load(path.join(dir, 'build/Release/cache_digest.node')) as Record<string, unknown>;
+  for (const f of ['listen', 'reply', 'close', 'stats']) assert.equal(typeof socket[f], 'function', f);
+  for (const f of ['createKey', 'digest', 'matches']) assert.equal(typeof digest[f], 'function', f);
+});
+
+test('when the compiler fails: npm install goes on with a sentence (exit 0), build:native fails (exit 1)', () => {
+  const broken = { CC: '/bin/false', CXX: '/bin/false' };
+  const soft = build(broken);
+  assert.equal(soft.status, 0, soft.stderr);
+  assert.match(soft.stderr, /the C socket layer of facteur authd was not built \(node-gyp exited with \d+\); authd will use node:net \(slower\)/);
+  const strict = build(broken, '--strict');
+  assert.equal(strict.status, 1);
+});

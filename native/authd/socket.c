@@ -398,10 +398,8 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
       int fields = 0;
       if (parse(c->buf, c->len, 1, &req_len, &fields) == REQUEST) dispatch(c, req_len);
       else conn_close(c);
-    } else if (c->state == WORKING) {
-      stop_reading(c); // the reply is still written; then the connection is closed
     } else {
-      conn_close(c);
+      conn_close(c); // draining: the client closed (nothing is read while working)
     }
     return;
   }
@@ -476,7 +474,7 @@ static void on_connection(uv_stream_t *listener, int status) {
 }
 
 /* Closed, and every connection gone: drop the references that keep the JavaScript object alive. The struct itself is
- * freed by the object's finalizer, so a late reply() or stats() on it stays safe. */
+ * freed by the object's finalizer, so a late reply() on it stays safe. */
 static void server_release(server_t *s) {
   napi_env env = s->env;
   s->released = 1;
@@ -654,25 +652,11 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return undef;
 }
 
-/* stats(server) -> { accepted, active }: connections accepted in all, and open now. */
-static napi_value js_stats(napi_env env, napi_callback_info info) {
-  napi_value argv[1], out, v;
-  server_t *s = server_args(env, info, 1, argv);
-  if (!s) return NULL;
-  napi_create_object(env, &out);
-  napi_create_double(env, s->accepted, &v);
-  napi_set_named_property(env, out, "accepted", v);
-  napi_create_uint32(env, s->active, &v);
-  napi_set_named_property(env, out, "active", v);
-  return out;
-}
-
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"listen", NULL, js_listen, NULL, NULL, NULL, napi_default, NULL},
       {"reply", NULL, js_reply, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
-      {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

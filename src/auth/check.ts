@@ -125,7 +125,6 @@ export function checkPostfix(configDir: string, authdSocket?: string): Finding[]
   return f;
 }
 
-/** Check authd's own setup: run directory, mechanism configuration, and that the backend answers and refuses a made-up user. */
 /** Which socket layer `facteur authd` will use (docs/design.md): the C one when built and not turned off. */
 export function checkSocketLayer(env: NodeJS.ProcessEnv = process.env): Finding {
   let want;
@@ -141,6 +140,7 @@ export function checkSocketLayer(env: NodeJS.ProcessEnv = process.env): Finding 
   return warn(`${n.error}: authd will serve its socket with node:net, about twice the CPU per request; run npm run build:native (it needs python3, make and a C compiler)`);
 }
 
+/** Check authd's own setup: run directory, mechanism configuration, and that the backend answers and refuses a made-up user. */
 export async function checkAuthd(o: AuthdOptions): Promise<Finding[]> {
   const f: Finding[] = [];
   if (fs.existsSync(o.runDir)) {

@@ -82,7 +82,6 @@ export class CredentialCache {
     return `${k.login.length}:${k.login}|${k.realm.length}:${k.realm}|${k.service.length}:${k.service}`;
   }
 
-
   /** True when this exact password was confirmed by the backend within the lifetime. */
   lookup(k: CacheKey, password: string): boolean {
     const id = this.id(k);

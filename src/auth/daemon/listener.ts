@@ -34,7 +34,6 @@ interface NativeBinding {
   /** False when the connection is gone (closed by the client, timed out) or already answered. */
   reply(server: NativeServer, token: number, reply: Buffer): boolean;
   close(server: NativeServer, onClosed: () => void): void;
-  stats(server: NativeServer): { accepted: number; active: number };
 }
 
 /** Node's own default for listen() on a path; a full queue makes the client's connect() fail (EAGAIN). */

@@ -60,13 +60,6 @@ export class Deadlines {
   private timer: NodeJS.Timeout | undefined;
   constructor(private readonly tickMs = 250) {}
 
-  /** Call `fire` once `ms` have passed, unless the returned cancel function is called first. */
-  add(ms: number, fire: () => void): () => void {
-    const e = { at: Date.now() + ms, fire };
-    this.track(e);
-    return () => this.untrack(e);
-  }
-
   /** Watch `e` until it fires or is untracked; `e.at` may be moved meanwhile (no allocation per deadline). */
   track(e: Deadline): void {
     this.entries.add(e);
@@ -253,7 +246,7 @@ const INVALID_UTF8: AuthResult = { verdict: 'fail', reason: 'invalid UTF-8 in re
 
 /**
  * The answer to one complete request (4 or 5 fields, as parseRequest() returned them): fields decoded as upstream reads
- * them, then the service's verdict. Shared by both socket layers (node:net here, C in ./native.ts).
+ * them, then the service's verdict. The node:net layer's entry; the C layer (./listener.ts) decodes in C and calls answerFields.
  */
 export function answerRequest(service: AuthService, fields: Buffer[]): AuthResult | Promise<AuthResult> {
   const addr = fields.length > 4 ? fieldToString(fields[4]!) : undefined;

@@ -5,10 +5,12 @@ import { Deadlines } from '../../../src/auth/daemon/server.js';
 test('a deadline fires once, after its time; a cancelled one never fires', async () => {
   const d = new Deadlines(5);
   const fired: string[] = [];
-  d.add(20, () => fired.push('a'));
-  const cancel = d.add(20, () => fired.push('b'));
-  d.add(10_000, () => fired.push('late'));
-  cancel();
+  const at = (ms: number, name: string) => ({ at: Date.now() + ms, fire: () => fired.push(name) });
+  d.track(at(20, 'a'));
+  const b = at(20, 'b');
+  d.track(b);
+  d.track(at(10_000, 'late'));
+  d.untrack(b);
   assert.deepEqual(fired, [], 'nothing fires synchronously');
   await new Promise((r) => setTimeout(r, 80));
   assert.deepEqual(fired, ['a']);
@@ -17,9 +19,9 @@ test('a deadline fires once, after its time; a cancelled one never fires', async
 test('the sweeper does not keep the process alive and restarts after going idle', async () => {
   const d = new Deadlines(5);
   let n = 0;
-  d.add(1, () => n++);
+  d.track({ at: Date.now() + 1, fire: () => n++ });
   await new Promise((r) => setTimeout(r, 40));
-  d.add(1, () => n++);
+  d.track({ at: Date.now() + 1, fire: () => n++ });
   await new Promise((r) => setTimeout(r, 40));
   assert.equal(n, 2);
 });

@@ -452,7 +452,7 @@ export class LdapBackend implements AuthBackend {
   /** Search the user's entry, then bind as it. null: unknown, ambiguous, or wrong password (also when the DN found is `refusedDn`, just refused). */
   private async searchAndBind(server: Server, vals: TokenValues, password: string, req: Req, refusedDn: string | undefined): Promise<{ dn: string; addresses: string[] } | null> {
     const cfg = this.cfg;
-    const entry = await this.findUser(server, expand(cfg.searchBase, vals, 'dn'), expand(cfg.filter, vals, 'filter'), cfg.mailAttrs, req);
+    const entry = await this.findLogin(server, vals, req);
     if (!entry) return null;
     const dn = entry.dn;
     if (refusedDn === dn) return null;
@@ -472,7 +472,7 @@ export class LdapBackend implements AuthBackend {
     const cfg = this.cfg;
     const gen = this.dnCacheGen;
     const req = new Req(NEVER_ABORTED, undefined);
-    this.findUser(server, expand(cfg.searchBase, vals, 'dn'), expand(cfg.filter, vals, 'filter'), cfg.mailAttrs, req)
+    this.findLogin(server, vals, req)
       .then(
         (entry) => {
           if (gen !== this.dnCacheGen || this.closed) return;
@@ -501,6 +501,12 @@ export class LdapBackend implements AuthBackend {
     this.dnCache.delete(key);
     this.dnCache.set(key, e);
     while (this.dnCache.size > DN_CACHE_MAX) this.dnCache.delete(this.dnCache.keys().next().value!);
+  }
+
+  /** The entry ldap_search_base and ldap_filter name for this login, with its mail addresses. null = not found (or ambiguous). */
+  private findLogin(server: Server, vals: TokenValues, req: Req): Promise<Entry | null> {
+    const cfg = this.cfg;
+    return this.findUser(server, expand(cfg.searchBase, vals, 'dn'), expand(cfg.filter, vals, 'filter'), cfg.mailAttrs, req);
   }
 
   /** Search the user's entry with the service account. null = not found (or ambiguous). */

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { randomHex } from '../lib/random.js';
 import { FacteurError } from '../lib/errors.js';
 import type { Envelope, QueueWriter } from './types.js';
 
@@ -93,17 +94,6 @@ export function newQueueId(now = Date.now()): string {
   return `${t}${c}${r}`;
 }
 
-/** Random bytes drawn from a 4 KB block refilled from the CSPRNG when used up (one getrandom per ~400 queue ids, not one each). */
-let randomPool = Buffer.alloc(0);
-let randomPos = 0;
-function randomHex(n: number): string {
-  if (randomPos + n > randomPool.length) {
-    randomPool = crypto.randomBytes(4096);
-    randomPos = 0;
-  }
-  randomPos += n;
-  return randomPool.toString('hex', randomPos - n, randomPos);
-}
 
 const DISK_FULL = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
 

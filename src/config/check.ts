@@ -19,6 +19,7 @@ import { DEFAULT_CONFIG_FILE as LDAP_DEFAULT_FILE } from '../auth/backends/ldap/
 import { parseSenderMap } from '../policy/sender.js';
 import { parseListen } from '../observability/http.js';
 import { queueDirFromConfig } from '../delivery/index.js';
+import { commitLayer } from '../queue/spool.js';
 import { UdpSecureResolver } from '../delivery/dnssec.js';
 
 export type { Finding };
@@ -58,6 +59,7 @@ export async function checkServeConfig(file: string, o: CheckServeOptions = {}):
   f.push(...checkListeners(cfg));
   f.push(...(await checkAuth(cfg)));
   f.push(...(await checkDirectories(cfg)));
+  f.push(checkCommitLayer(env));
   f.push(...(await checkDelivery(cfg)));
   if (cfg.delivery) f.push(...checkDane(cfg));
   f.push(...(await checkPolicyFiles(cfg)));
@@ -120,6 +122,21 @@ async function loadEveryKey(text: string, file: string, env: NodeJS.ProcessEnv, 
     f.push(error(`${(err as Error).message}: fix or unset that environment variable`));
     return undefined;
   }
+}
+
+/** Which code writes queue files (src/queue/spool.ts commitLayer()): the C job when built and not turned off. */
+export function checkCommitLayer(env: NodeJS.ProcessEnv): Finding {
+  const wanted = env.FACTEUR_SPOOL_COMMIT;
+  if (wanted !== undefined && !['native', 'node', 'auto'].includes(wanted)) return error(`FACTEUR_SPOOL_COMMIT=${wanted}: use native, node or auto (or unset it)`);
+  let c;
+  try {
+    c = commitLayer(wanted);
+  } catch (err) {
+    return error(`${(err as Error).message}: serve would not start`);
+  }
+  if (c.layer === 'native') return ok('queue commits use the C commit job (native/spool, built by npm install)');
+  if (wanted === 'node') return warn('FACTEUR_SPOOL_COMMIT=node: queue commits make their file calls on the event loop; unset it unless you are comparing the two');
+  return warn(`${c.why}: queue commits will make their file calls on the event loop (slower); run npm run build:native (it needs python3, make and a C compiler)`);
 }
 
 function hostnameOf(cfg: ConfigValues): string {

@@ -6,6 +6,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { randomHex } from '../lib/random.js';
+import { nativeAddon } from '../lib/native.js';
 import { FacteurError } from '../lib/errors.js';
 import type { Envelope, QueueWriter } from './types.js';
 
@@ -413,6 +414,28 @@ export interface SpoolOpenOptions {
   verify?: boolean;
   /** Called for each file discarded at open. */
   onDiscard?: (file: string, reason: string) => void;
+  /** Who writes a small message's file: see commitLayer() (default: FACTEUR_SPOOL_COMMIT, else the C job when built). */
+  commitLayer?: CommitLayer;
+}
+
+/** The C commit job (native/spool/commit.c): open the spare (or create), write, fdatasync, close, rename, on the thread pool. */
+interface CommitJob {
+  writeFile(spare: string | null, create: string, dest: string, data: Buffer): Promise<boolean>;
+}
+export type CommitLayer = 'native' | 'node';
+
+/**
+ * Which code writes a message under 64 KB into the queue (larger ones are written as they arrive, always by node:fs):
+ * `native`, the C job (one trip to the thread pool for open, write, fdatasync, close and rename; fails if not built);
+ * `node`, node:fs calls (open, write, close and rename on the event loop, the fdatasync on the thread pool). Same files,
+ * same order of steps. From FACTEUR_SPOOL_COMMIT (native | node | auto), default auto: native when built.
+ */
+export function commitLayer(wanted: string | undefined = process.env.FACTEUR_SPOOL_COMMIT): { layer: CommitLayer; job?: CommitJob; why?: string } {
+  if (wanted === 'node') return { layer: 'node' };
+  const addon = nativeAddon<CommitJob>('spool_commit');
+  if ('binding' in addon) return { layer: 'native', job: addon.binding };
+  if (wanted === 'native') throw new FacteurError('ENATIVE', `FACTEUR_SPOOL_COMMIT=native but ${addon.error}`);
+  return { layer: 'node', why: addon.error };
 }
 
 export interface OpenReport {
@@ -434,6 +457,8 @@ export class Spool implements QueueWriter {
   private readonly committed = new Map<string, { buf: Buffer; at: number }>();
   private committedBytes = 0;
   private keepCommittedOn = false;
+  /** The C commit job, when used (see commitLayer()). */
+  private commitJob: CommitJob | undefined;
   /** Keep small committed files in memory for a load() soon after (the scheduler in the same process turns it on). */
   keepCommitted(on = true): void {
     this.keepCommittedOn = on;
@@ -469,6 +494,7 @@ export class Spool implements QueueWriter {
   /** Create the layout if needed, discard partial and corrupt files, keep complete ones. */
   static async open(dir: string, opts: SpoolOpenOptions = {}): Promise<Spool> {
     const s = new Spool(path.resolve(dir));
+    s.commitJob = commitLayer(opts.commitLayer).job;
     if (opts.lock) {
       await fsp.mkdir(s.dir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
         throw spoolError(err, 'open');
@@ -672,18 +698,26 @@ export class Spool implements QueueWriter {
         for (const b of pending) hash.update(b);
         pending.push(trailer(size, hash.digest('hex')));
         const rest = Buffer.concat(pending);
-        if (fh) await write(fh, rest, false);
-        else {
-          // A message under 64 KB (most mail): written at once, with a call that only touches the page cache; the
-          // thread pool is used for what waits on the disk, the fdatasync and the directory fsync.
-          fh = await create();
-          fh.writeAllSync(rest);
+        if (!fh && this.commitJob) {
+          // A message under 64 KB (most mail), by the C job: the spare file (or a new one) written, synced, closed and
+          // renamed into active/ in one trip to the thread pool; on failure it has removed the file.
+          const spare = (this.spares ??= new SpareFiles(this.dirOf('incoming'))).take();
+          await this.commitJob.writeFile(spare ?? null, tmp, this.fileOf('active', id), rest);
           if (this.keepCommittedOn) keep = rest;
+        } else {
+          if (fh) await write(fh, rest, false);
+          else {
+            // A message under 64 KB, by node:fs: written at once, with a call that only touches the page cache; the
+            // thread pool is used for what waits on the disk, the fdatasync and the directory fsync.
+            fh = await create();
+            fh.writeAllSync(rest);
+            if (this.keepCommittedOn) keep = rest;
+          }
+          await fh.datasync();
+          fh.closeSync();
+          fh = undefined;
+          fs.renameSync(tmp, this.fileOf('active', id));
         }
-        await fh.datasync();
-        fh.closeSync();
-        fh = undefined;
-        fs.renameSync(tmp, this.fileOf('active', id));
         written = true;
         await this.syncer(this.dirOf('active')).sync();
       } catch (err) {

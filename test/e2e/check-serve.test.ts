@@ -317,3 +317,12 @@ test('an unreadable configuration file', async () => {
   assert.equal(r.code, 1);
   assert.match(r.stdout, /cannot read the configuration file .*missing\.toml \(ENOENT\): give the path of facteur's TOML file with --config/);
 });
+
+test('the commit layer line: the C job when built; forced node:fs a warning; an unknown FACTEUR_SPOOL_COMMIT an error', async () => {
+  const { checkCommitLayer } = await import('../../src/config/check.js');
+  assert.equal(checkCommitLayer({}).level, 'ok');
+  assert.match(checkCommitLayer({}).message, /C commit job/);
+  assert.equal(checkCommitLayer({ FACTEUR_SPOOL_COMMIT: 'native' }).level, 'ok');
+  assert.equal(checkCommitLayer({ FACTEUR_SPOOL_COMMIT: 'node' }).level, 'warning');
+  assert.equal(checkCommitLayer({ FACTEUR_SPOOL_COMMIT: 'fast' }).level, 'error');
+});

@@ -60,7 +60,7 @@ await Promise.all(Array.from({ length: 8 }, worker));
 `;
 
 describe('crash safety', () => {
-  test('SIGKILL during commits: every acknowledged message survives open() intact and is delivered; partials discarded', async (t) => {
+  test('SIGKILL during commits (both commit layers): every acknowledged message survives open() intact and is delivered; partials discarded', async (t) => {
     const dir = await tempDir('facteur-crash-');
     const spoolDir = path.join(dir, 'spool');
     const script = path.join(dir, 'child.mts');
@@ -70,7 +70,9 @@ describe('crash safety', () => {
     let discardedIncoming = 0;
     let round = 0;
     for (; round < 5 || (acked.size < 200 && round < 12); round++) {
-      const child = spawn(process.execPath, ['--import', 'tsx', script, spoolDir, String(nextSeq)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      // Rounds alternate the commit layer: the C job (native/spool) and node:fs.
+      const layer = round % 2 ? 'node' : 'native';
+      const child = spawn(process.execPath, ['--import', 'tsx', script, spoolDir, String(nextSeq)], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FACTEUR_SPOOL_COMMIT: layer } });
       let buf = '';
       let opened = false;
       let killing = false;

@@ -1,7 +1,7 @@
 // Credential cache for authd (`-c`, `-t`, `-s`): remembers successful verifications only, never the password.
 // Trusts nothing it stores: entries hold an HMAC-SHA256 of the password under a random per-process key, salted by login/realm/service.
 import crypto from 'node:crypto';
-import { nativeAddon } from './native.js';
+import { nativeAddon } from '../../lib/native.js';
 
 export interface CacheKey {
   login: string;

@@ -2,7 +2,7 @@
 // Both give the same bytes on the wire and are tested by the same files; the C layer costs a fraction of net.Socket's
 // CPU per connection (see docs/design.md). Trusts the socket path and options from its caller.
 import net from 'node:net';
-import { nativeAddon } from './native.js';
+import { nativeAddon } from '../../lib/native.js';
 import type { AuthResult } from '../types.js';
 import type { Logger } from '../../observability/log.js';
 import { answerFields, encodeReply, serveConnections, DRAIN_TIMEOUT_MS, FIFTH_FIELD_GRACE_MS, type AuthService } from './server.js';

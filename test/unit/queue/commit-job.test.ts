@@ -1,0 +1,59 @@
+// The queue's C commit job (native/spool/commit.c) on its own: the file lands at its destination with the exact bytes
+// and mode 0600, a vanished spare falls back to creating the file, and every failing step rejects with node:fs's error
+// shape (code, syscall) and leaves no file behind. Its use inside Spool.commit is tested in spool.test.ts.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { nativeAddon } from '../../../src/lib/native.js';
+import { tempDir } from '../../helpers/net.js';
+
+interface Job {
+  writeFile(spare: string | null, create: string, dest: string, data: Buffer): Promise<boolean>;
+}
+const addon = nativeAddon<Job>('spool_commit');
+if (!('binding' in addon)) throw new Error(addon.error); // built by npm install: its absence is a failure, not a skip
+const job = addon.binding;
+const bytes = Buffer.from('queue file\r\n\x00\xff'.repeat(5000), 'latin1');
+
+test('a spare file is used, written, renamed to its destination with the exact bytes', async () => {
+  const dir = await tempDir();
+  const spare = path.join(dir, 'spare-1');
+  await fs.writeFile(spare, '', { mode: 0o600 });
+  assert.equal(await job.writeFile(spare, path.join(dir, 'new'), path.join(dir, 'dest'), bytes), true);
+  assert.deepEqual(await fs.readFile(path.join(dir, 'dest')), bytes);
+  assert.deepEqual((await fs.readdir(dir)).sort(), ['dest']);
+});
+
+test('no spare, or a spare gone: the file is created with mode 0600', async () => {
+  const dir = await tempDir();
+  assert.equal(await job.writeFile(null, path.join(dir, 'a'), path.join(dir, 'dest-a'), bytes), false);
+  assert.equal(await job.writeFile(path.join(dir, 'spare-gone'), path.join(dir, 'b'), path.join(dir, 'dest-b'), Buffer.alloc(0)), false);
+  assert.equal((await fs.stat(path.join(dir, 'dest-a'))).mode & 0o777, 0o600);
+  assert.deepEqual(await fs.readFile(path.join(dir, 'dest-a')), bytes);
+  assert.equal((await fs.stat(path.join(dir, 'dest-b'))).size, 0);
+  assert.deepEqual((await fs.readdir(dir)).sort(), ['dest-a', 'dest-b']);
+});
+
+test('failures reject like node:fs (code, syscall) and leave nothing behind', async () => {
+  const dir = await tempDir();
+  // create fails: its folder does not exist
+  await assert.rejects(job.writeFile(null, path.join(dir, 'no-such-dir', 'x'), path.join(dir, 'dest'), bytes), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.syscall === 'open' && e.errno! < 0);
+  // the file already exists where it would be created (O_EXCL)
+  await fs.writeFile(path.join(dir, 'taken'), 'keep me');
+  await assert.rejects(job.writeFile(null, path.join(dir, 'taken'), path.join(dir, 'dest'), bytes), (e: NodeJS.ErrnoException) => e.code === 'EEXIST' && e.syscall === 'open');
+  assert.equal(await fs.readFile(path.join(dir, 'taken'), 'utf8'), 'keep me', 'an existing file is never written over');
+  // rename fails (destination folder missing): the written spare is removed, nothing reaches a destination
+  const spare = path.join(dir, 'spare-2');
+  await fs.writeFile(spare, '');
+  await assert.rejects(job.writeFile(spare, path.join(dir, 'y'), path.join(dir, 'missing', 'dest'), bytes), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.syscall === 'rename');
+  assert.deepEqual(await fs.readdir(dir), ['taken']);
+});
+
+test('bad arguments throw a TypeError at once (nothing queued)', () => {
+  const call = job.writeFile as unknown as (...a: unknown[]) => unknown;
+  assert.throws(() => call(null, '/tmp/x', '/tmp/y', 'not a buffer'), TypeError);
+  assert.throws(() => call(1, '/tmp/x', '/tmp/y', Buffer.alloc(1)), TypeError);
+  assert.throws(() => call(null, '/tmp/x'), TypeError);
+  assert.throws(() => call(null, '/tmp/x\0/../etc/y', '/tmp/y', Buffer.alloc(1)), TypeError, 'a NUL byte in a path is refused, not cut');
+});

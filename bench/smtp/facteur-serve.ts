@@ -7,13 +7,14 @@ import { loadConfigFile } from '../../src/config/load.js';
 import { serve } from '../../src/cli/commands/serve.js';
 import { startPrimary, workerCount } from '../../src/cli/cluster/primary.js';
 import { runWorker } from '../../src/cli/cluster/worker.js';
-import { createLogger } from '../../src/observability/log.js';
+import { createLogger, daemonStackTraces } from '../../src/observability/log.js';
 
 const file = process.argv[2];
 if (!file) {
   process.stderr.write('usage: facteur-serve.ts CONFIG\n');
   process.exit(2);
 }
+daemonStackTraces(); // as bin/facteur serve does
 const config = await loadConfigFile(file);
 const reread = async () => config;
 if (cluster.isWorker) {

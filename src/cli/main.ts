@@ -1,6 +1,7 @@
 // facteur's single entry point: picks the subcommand and hands it the rest of argv.
 // Trusts argv only as far as each command's own parser does; the only place that wires parts together.
 import { FacteurError, UsageError } from '../lib/errors.js';
+import { daemonStackTraces } from '../observability/log.js';
 
 type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
 
@@ -31,6 +32,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`facteur: unknown command '${name}'\n\n${usage()}`);
     return 1;
   }
+  if (name === 'serve' || name === 'authd') daemonStackTraces();
   const mod = await cmd.load();
   return mod.run(rest);
 }

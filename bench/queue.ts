@@ -301,7 +301,10 @@ async function enqueueCells(root: string, gen: Generator): Promise<Row[]> {
   try {
     for (const s of servers) {
       const w = await gen.sessions({ port: s.port, submission: false, from: FROM, to: TO, concurrency: 8, messagesPerConnection: 10, durationMs: 1500, bodyBytes: BODY, timeoutMs: 30_000 });
-      log(`  warm-up ${s.name}: ${w.ok} messages`);
+      // The smtp-source cells churn connections at a rate the Node generator's warm-up does not: warm that path too,
+      // or facteur's first smtp-source cell measures its JIT compiling it (as bench:smtp warms up per scenario).
+      const failed = await smtpSource(s.port, 8, 1000);
+      log(`  warm-up ${s.name}: ${w.ok} messages, then 1000 by smtp-source${failed ? ` (${failed})` : ''}`);
     }
     for (const c of CONCURRENCY) {
       for (const s of servers) {

@@ -15,6 +15,7 @@ import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { Replies, type SmtpReply } from '../mail/reply.js';
 import { sessionId } from '../lib/random.js';
+import { FastDataStream } from './data-stream.js';
 
 export interface ListenerPolicy {
   /** inbound | submission | submissions: carried into the session for the policy hooks. */
@@ -50,6 +51,7 @@ type Callback = () => void;
 class FacteurConnection extends (SMTPConnection as unknown as new (server: unknown, socket: net.Socket | tls.TLSSocket, opts: unknown) => ConnectionInternals & {
   _onCommand(command: Buffer, cb: Callback): void;
   _isSupported(command: string): boolean;
+  _createParser(): unknown;
   _setListeners(cb: () => void): void;
   connectionReady(): void;
   init(): void;
@@ -57,6 +59,15 @@ class FacteurConnection extends (SMTPConnection as unknown as new (server: unkno
 }) {
   private get policy(): ListenerPolicy {
     return this._server.facteurPolicy;
+  }
+
+  /** smtp-server's parser wiring, with the parser whose DATA phase searches for line-starting dots natively (data-stream.ts). */
+  override _createParser(): FastDataStream {
+    const parser = new FastDataStream({ maxCommandLength: (this._server as unknown as { options: { maxCommandLength?: number } }).options.maxCommandLength });
+    parser.oncommand = (command: Buffer, callback?: () => void) => this._onCommand(command, callback ?? (() => undefined));
+    // As the engine: a parser error (a command line over the limit) is answered 421, which closes the connection.
+    parser.on('error', (err: Error) => this.send(421, 'Error: ' + err.message));
+    return parser;
   }
 
   /** smtp-server's init() with the greeting delay made configurable (its fixed 100 ms caps short sessions' throughput). */

@@ -8,6 +8,9 @@ import type { Envelope } from '../queue/types.js';
 import { cleanReply, fromReply, local, type RcptResult } from './result.js';
 import { checkChain, type Tlsa } from './dane.js';
 import { has8bit } from '../mail/downgrade.js';
+import { installFastDotStuffing } from './dot-stuffing.js';
+
+installFastDotStuffing(); // nodemailer's message encoder, same output without its byte-by-byte loop
 
 export interface SmtpSessionOptions {
   heloName: string;

@@ -49,7 +49,7 @@ const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 type Callback = () => void;
 
 class FacteurConnection extends (SMTPConnection as unknown as new (server: unknown, socket: net.Socket | tls.TLSSocket, opts: unknown) => ConnectionInternals & {
-  _onCommand(command: Buffer, cb: Callback): void;
+  _onCommand(command: Buffer, cb?: Callback): void;
   _isSupported(command: string): boolean;
   _createParser(): unknown;
   _setListeners(cb: () => void): void;
@@ -64,7 +64,7 @@ class FacteurConnection extends (SMTPConnection as unknown as new (server: unkno
   /** smtp-server's parser wiring, with the parser whose DATA phase searches for line-starting dots natively (data-stream.ts). */
   override _createParser(): FastDataStream {
     const parser = new FastDataStream({ maxCommandLength: (this._server as unknown as { options: { maxCommandLength?: number } }).options.maxCommandLength });
-    parser.oncommand = (command: Buffer, callback?: () => void) => this._onCommand(command, callback ?? (() => undefined));
+    parser.oncommand = (command: Buffer, callback?: () => void) => this._onCommand(command, callback);
     // As the engine: a parser error (a command line over the limit) is answered 421, which closes the connection.
     parser.on('error', (err: Error) => this.send(421, 'Error: ' + err.message));
     return parser;
@@ -101,7 +101,9 @@ class FacteurConnection extends (SMTPConnection as unknown as new (server: unkno
     return super._isSupported(command);
   }
 
-  override _onCommand(command: Buffer, cb: Callback): void {
+  override _onCommand(command: Buffer, next?: Callback): void {
+    // smtp-server passes no callback for a last line flushed at the end of input: our replies must not schedule it.
+    const cb: Callback = next ?? (() => undefined);
     // Continuation lines of an AUTH exchange, input while the TLS handshake runs (discarded by the engine) and early
     // talkers keep the engine's handling.
     if (this._upgrading || !this._ready || this._nextHandler || !command) return super._onCommand(command, cb);

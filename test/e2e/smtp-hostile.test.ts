@@ -67,6 +67,20 @@ test('NUL in a command: 500 5.5.2; the session goes on', async () => {
   c.close();
 });
 
+test('a last command without its line end, then end of input: answered or dropped, never a crash', async () => {
+  // smtp-server hands such a line over with no continuation callback; facteur's own replies (VRFY off, AUTH without
+  // TLS or on inbound, NUL) used to schedule that missing callback, which threw out of a stream event and killed the
+  // whole server process.
+  for (const line of ['VRFY postmaster', 'AUTH PLAIN', 'NOOP\0x', 'EXPN staff', 'MAIL FROM:<x@outside.test>', 'QUIT', 'HELP']) {
+    const c = await inbound();
+    c.end(line);
+    for (let r = await c.reply(); r; r = await c.reply()) assert.match(r, /^\d{3}[ -]/);
+    c.close();
+  }
+  await new Promise((r) => setTimeout(r, 50)); // a throw would come from a later tick
+  await stillServes();
+});
+
 test('NUL in the message: 554 5.6.0 after the data, nothing queued', async () => {
   const before = queue.messages.length;
   const c = await inbound();

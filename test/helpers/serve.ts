@@ -223,6 +223,12 @@ export class RawSmtp {
     this.attach(t);
   }
 
+  /** Write `data` (if any) and half-close: the client sends nothing more. */
+  end(data?: string | Buffer): void {
+    if (data === undefined) this.sock.end();
+    else this.sock.end(data);
+  }
+
   close(): void {
     this.sock.destroy();
   }

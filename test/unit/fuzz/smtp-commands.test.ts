@@ -74,6 +74,21 @@ test('port 25: random pipelined commands always get valid replies', async () => 
   await normalSession(srv.ports.inbound, srv.queue);
 });
 
+test('ports 25 and 587: input that simply ends, often mid-line, gets valid replies and never stops the server', async () => {
+  // A last command without its line end is handed over by the engine with no continuation callback (a crash before).
+  for (const port of [srv.ports.inbound, srv.ports.submission]) {
+    await fc.assert(
+      fc.asyncProperty(pipelined, async (p) => {
+        const r = await exchange(port, p, { halfClose: true, waitMs: 300 });
+        stats.runs++;
+        assertValidReplies(r.text);
+      }),
+      { numRuns: 150, interruptAfterTimeLimit: 6_000, markInterruptAsFailure: false },
+    );
+    await normalSession(srv.ports.inbound, srv.queue);
+  }
+});
+
 test('port 587: random pipelined commands (AUTH before TLS, STARTTLS) always get valid replies', async () => {
   await fc.assert(
     fc.asyncProperty(pipelined, (p) => property(srv.ports.submission, p)),

@@ -63,7 +63,7 @@ export interface Exchange {
  * Open a session, wait for the greeting, send `payload` then `trailer`, and read until the server closes or `waitMs` passes
  * (a payload may leave the session in a state that waits for more, e.g. a DATA body: that is not a failure).
  */
-export async function exchange(port: number, payload: Buffer, o: { tls?: boolean; trailer?: string; waitMs?: number } = {}): Promise<Exchange> {
+export async function exchange(port: number, payload: Buffer, o: { tls?: boolean; trailer?: string; waitMs?: number; halfClose?: boolean } = {}): Promise<Exchange> {
   const sock: net.Socket = o.tls ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }) : net.connect(port, '127.0.0.1');
   let text = '';
   let closedByServer = false;
@@ -82,7 +82,9 @@ export async function exchange(port: number, payload: Buffer, o: { tls?: boolean
     sock.on('close', () => resolve());
   });
   sock.write(payload);
-  sock.write(o.trailer ?? '\r\n.\r\nRSET\r\nQUIT\r\n');
+  // halfClose: no trailer, the input just ends (the server then sees a last line without its line end, if any).
+  if (o.halfClose) sock.end();
+  else sock.write(o.trailer ?? '\r\n.\r\nRSET\r\nQUIT\r\n');
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([closed, new Promise<void>((r) => (timer = setTimeout(r, o.waitMs ?? 1500)))]);
   clearTimeout(timer);

@@ -95,7 +95,6 @@ export function newQueueId(now = Date.now()): string {
   return `${t}${c}${r}`;
 }
 
-
 const DISK_FULL = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
 
 /** A spool I/O failure as a temporary error: SMTP answers 452 (full) or 451 (anything else). */

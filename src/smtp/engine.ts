@@ -9,6 +9,10 @@
 // - VRFY off answers 502 5.5.1; a command carrying a NUL byte answers 500 5.5.2; sendmail's joke commands are gone.
 // - The greeting delay (early-talker check) is configurable instead of a fixed 100 ms.
 // - While the server shuts down, a command after the transaction in progress gets 221 (QUIT) or 421, and the connection closes.
+// - A last command line flushed at the end of input (no line end, then a half-close) comes with no callback: ours default
+//   it, as the engine does (facteur's own replies scheduled the missing callback, which crashed the process).
+// - Speed, same behaviour: the end of DATA is found by data-stream.ts (Buffer.indexOf, not a byte loop), and session ids
+//   come from a pooled random block (not one getrandom per connection).
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { FastDataStream } from '../../../src/smtp/data-stream.js';
+import { cutAt } from '../../helpers/chunks.js';
 
 interface Trace {
   /** Commands seen, and for each DATA the message bytes (hex) and the parser's byte count. */
@@ -44,19 +45,6 @@ async function run(Parser: typeof SMTPStream, chunks: Buffer[]): Promise<Trace> 
   return { events };
 }
 
-/** Cut `buf` at the given fractions (sorted, deduplicated offsets). */
-function cut(buf: Buffer, fractions: number[]): Buffer[] {
-  const offsets = [...new Set(fractions.map((f) => Math.floor(f * buf.length)))].filter((o) => o > 0 && o < buf.length).sort((a, b) => a - b);
-  const out: Buffer[] = [];
-  let prev = 0;
-  for (const o of offsets) {
-    out.push(buf.subarray(prev, o));
-    prev = o;
-  }
-  out.push(buf.subarray(prev));
-  return out;
-}
-
 const pieces = fc.constantFrom('\r\n', '\n', '\r', '.', '..', '\r\n.', '\r\n..', '\r\n.\r\n', '.\r\n', 'a', 'xy', ' ', '\x00', '\xff', '\r\n\r\n');
 const body = fc.array(pieces, { maxLength: 60 }).map((a) => a.join(''));
 const input = fc.record({
@@ -74,7 +62,7 @@ function wire(bodies: string[]): Buffer {
 test('same message bytes, byte counts and following commands as smtp-server, for any chunking', async () => {
   await fc.assert(
     fc.asyncProperty(input, async ({ bodies, cuts }) => {
-      const chunks = cut(wire(bodies), cuts);
+      const chunks = cutAt(wire(bodies), cuts);
       const [ours, theirs] = await Promise.all([run(FastDataStream, chunks), run(SMTPStream, chunks)]);
       assert.deepEqual(ours.events, theirs.events);
     }),
@@ -88,7 +76,7 @@ test('one byte at a time, and a large message with dots at chunk edges', async (
   const bytes = [...all].map((b) => Buffer.from([b]));
   const [a, b] = await Promise.all([run(FastDataStream, bytes), run(SMTPStream, bytes)]);
   assert.deepEqual(a.events, b.events);
-  const big = cut(all, [0.1, 0.33, 0.5, 0.77, 0.99]);
+  const big = cutAt(all, [0.1, 0.33, 0.5, 0.77, 0.99]);
   const [c, d] = await Promise.all([run(FastDataStream, big), run(SMTPStream, big)]);
   assert.deepEqual(c.events, d.events);
   assert.ok(c.events.some((e) => e.startsWith('cmd RSET')), 'a marker inside a body ends the message: what follows is commands');

@@ -418,7 +418,7 @@ export interface SpoolOpenOptions {
 }
 
 /** The C commit job (native/spool/commit.c): open the spare (or create), write, fdatasync, close, rename, on the thread pool. */
-interface CommitJob {
+export interface CommitJob {
   writeFile(spare: string | null, create: string, dest: string, data: Buffer): Promise<boolean>;
 }
 export type CommitLayer = 'native' | 'node';
@@ -456,7 +456,9 @@ export class Spool implements QueueWriter {
   private readonly committed = new Map<string, { buf: Buffer; at: number }>();
   private committedBytes = 0;
   private keepCommittedOn = false;
-  /** The C commit job, when used (see commitLayer()). */
+  /** Who writes small messages' files, chosen at open (see commitLayer()); `why` says why not the C job when it is not. */
+  commitWriter: { layer: CommitLayer; why?: string } = { layer: 'node' };
+  /** The C commit job, when used. */
   private commitJob: CommitJob | undefined;
   /** Keep small committed files in memory for a load() soon after (the scheduler in the same process turns it on). */
   keepCommitted(on = true): void {
@@ -493,7 +495,9 @@ export class Spool implements QueueWriter {
   /** Create the layout if needed, discard partial and corrupt files, keep complete ones. */
   static async open(dir: string, opts: SpoolOpenOptions = {}): Promise<Spool> {
     const s = new Spool(path.resolve(dir));
-    s.commitJob = commitLayer(opts.commitLayer).job;
+    const { job, ...writer } = commitLayer(opts.commitLayer);
+    s.commitJob = job;
+    s.commitWriter = writer;
     if (opts.lock) {
       await fsp.mkdir(s.dir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
         throw spoolError(err, 'open');
@@ -621,6 +625,11 @@ export class Spool implements QueueWriter {
     return this.syncers.get(this.dirOf('active'))?.count ?? 0;
   }
 
+  /** An empty file made ahead in incoming/ (the spares are created at the first commit), or undefined when none is ready. */
+  private takeSpare(): string | undefined {
+    return (this.spares ??= new SpareFiles(this.dirOf('incoming'))).take();
+  }
+
   /** Subscribe to commits made through this Spool object (the scheduler picks new mail up at once). */
   onCommit(fn: (id: string) => void): () => void {
     this.listeners.add(fn);
@@ -636,7 +645,7 @@ export class Spool implements QueueWriter {
     // is ready. Never created here: on ext4 a create searches the inode bitmap past recently deleted inodes (a queue
     // deletes a file per message) and waits for any journal commit an fsync forced, ~80 µs of the event loop per message.
     const create = async (): Promise<Fd> => {
-      const spare = (this.spares ??= new SpareFiles(this.dirOf('incoming'))).take();
+      const spare = this.takeSpare();
       if (spare) {
         try {
           const fd = Fd.openSync(spare, fs.constants.O_WRONLY, 0);
@@ -700,8 +709,7 @@ export class Spool implements QueueWriter {
         if (!fh && this.commitJob) {
           // A message under 64 KB (most mail), by the C job: the spare file (or a new one) written, synced, closed and
           // renamed into active/ in one trip to the thread pool; on failure it has removed the file.
-          const spare = (this.spares ??= new SpareFiles(this.dirOf('incoming'))).take();
-          await this.commitJob.writeFile(spare ?? null, tmp, this.fileOf('active', id), rest);
+          await this.commitJob.writeFile(this.takeSpare() ?? null, tmp, this.fileOf('active', id), rest);
           if (this.keepCommittedOn) keep = rest;
         } else {
           if (fh) await write(fh, rest, false);

@@ -17,7 +17,7 @@ import { parseSenderMap, SenderPolicy, type SenderMap } from '../../policy/sende
 import { PenaltyBox } from '../../policy/penalty.js';
 import { startSmtpService, type ConnectionAdmission, type ListenerConfig, type ListenerKind, type RunningSmtp } from '../../smtp/server.js';
 import type { QueueWriter } from '../../queue/types.js';
-import { Spool, commitLayer } from '../../queue/spool.js';
+import { Spool } from '../../queue/spool.js';
 import { startDelivery, deliveryOptionsFromConfig, queueDirFromConfig, type DeliveryHandle } from '../../delivery/index.js';
 import { ConfigError, UsageError } from '../../lib/errors.js';
 import { rateLimiterFromConfig, type ratelimit, type RateStore } from '../../policy/ratelimit.js';
@@ -179,13 +179,14 @@ async function loadSenderMap(file: string): Promise<SenderMap> {
 }
 
 export async function openQueue(cfg: ConfigValues, log: Logger): Promise<Spool> {
-  const layer = commitLayer();
-  if (layer.why) log.warn({ reason: layer.why }, 'queue: the C commit job is not built; commits make their file calls on the event loop (slower): run npm run build:native');
-  return Spool.open(queueDirFromConfig(cfg as Record<string, Record<string, unknown>>), {
+  const spool = await Spool.open(queueDirFromConfig(cfg as Record<string, Record<string, unknown>>), {
     verify: cfg.queue?.verify_on_start !== false,
     lock: true, // a second server on the same queue would deliver every message twice
     onDiscard: (file, reason) => log.warn({ file, reason }, 'queue: discarded a partial or damaged file at start'),
   });
+  const why = spool.commitWriter.why;
+  if (why) log.warn({ reason: why }, 'queue: the C commit job is not built; commits make their file calls on the event loop (slower): run npm run build:native');
+  return spool;
 }
 
 /** Build and start everything a configuration describes. Exported for the tests, which inject a queue or verifier. */

@@ -6,12 +6,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { nativeAddon } from '../../../src/lib/native.js';
+import type { CommitJob } from '../../../src/queue/spool.js';
 import { tempDir } from '../../helpers/net.js';
 
-interface Job {
-  writeFile(spare: string | null, create: string, dest: string, data: Buffer): Promise<boolean>;
-}
-const addon = nativeAddon<Job>('spool_commit');
+const addon = nativeAddon<CommitJob>('spool_commit');
 if (!('binding' in addon)) throw new Error(addon.error); // built by npm install: its absence is a failure, not a skip
 const job = addon.binding;
 const bytes = Buffer.from('queue file\r\n\x00\xff'.repeat(5000), 'latin1');

@@ -13,8 +13,9 @@ const env = (rcpts = ['bob@example.org']): Envelope => ({ mailFrom: 'alice@examp
 
 for (const layer of ['native', 'node'] as CommitLayer[]) describe(`commit layer ${layer}`, () => {
   const open = (dir: string, o: SpoolOpenOptions = {}) => Spool.open(dir, { ...o, commitLayer: layer });
-  test('the layer asked for is the one used (the C job is built by npm install)', () => {
+  test('the layer asked for is the one used (the C job is built by npm install)', async () => {
     assert.equal(commitLayer(layer).layer, layer);
+    assert.deepEqual((await open(await tempDir())).commitWriter, { layer });
   });
 
   test('commit stores the exact bytes with mode 0600 in active/ and reopen keeps it', async () => {

@@ -48,7 +48,9 @@ if (!process.env.FACTEUR_BENCH_LOCKED && !insideLock()) {
 
 const run = promisify(execFile);
 const QUICK = argv.includes('--quick');
-const WRITE_DOC = !argv.includes('--no-doc');
+/** `--e2e`: only the end-to-end cells, printed (the document is not rewritten): for trying a change quickly. */
+const E2E_ONLY = argv.includes('--e2e');
+const WRITE_DOC = !argv.includes('--no-doc') && !E2E_ONLY;
 /** `--workers N`: facteur serve with `[server] workers = N` (its multi-process mode); its rows say so. Default 1 (key not written). */
 const WORKERS = (() => {
   const i = argv.indexOf('--workers');
@@ -120,7 +122,7 @@ interface Server {
   stop(): Promise<void>;
 }
 
-function facteurToml(dir: string, port: number, sinkPort?: number): string {
+function facteurToml(dir: string, port: number, sinkPort?: number, inline = false): string {
   return `[server]
 data_dir = ${JSON.stringify(path.join(dir, 'data'))}
 hostname = "mx.${DOMAIN}"
@@ -153,19 +155,19 @@ listen = ""
 [delivery]
 starttls = "off"
 dkim_sign = false
-concurrency = ${DELIVERY_CONCURRENCY}
+${inline ? 'thread = false\n' : ''}concurrency = ${DELIVERY_CONCURRENCY}
 destination_concurrency = ${DEST_CONCURRENCY}
 ${sinkPort === undefined ? '' : `transport_map = [${JSON.stringify(`${DOMAIN} = smtp:[127.0.0.1]:${sinkPort}`)}]`}
 `;
 }
 
 /** facteur: delivery off (bench/smtp/facteur-serve.ts) for the enqueue test, `facteur serve` with its scheduler for end-to-end. */
-async function startFacteur(dir: string, sinkPort?: number): Promise<Server> {
+async function startFacteur(dir: string, sinkPort?: number, inline = false): Promise<Server> {
   const port = await freePort();
   await fsp.mkdir(dir, { recursive: true });
   await fsp.writeFile(path.join(dir, 'users'), '');
   const config = path.join(dir, 'facteur.toml');
-  await fsp.writeFile(config, facteurToml(dir, port, sinkPort));
+  await fsp.writeFile(config, facteurToml(dir, port, sinkPort, inline));
   const logFd = fs.openSync(path.join(dir, 'facteur.log'), 'a');
   const args =
     sinkPort === undefined
@@ -378,16 +380,18 @@ async function settleAtSink(s: Server, sink: { count(): number; sessions(): numb
   };
 }
 
-async function e2eCell(root: string, which: 'facteur' | 'Postfix'): Promise<Row> {
+/** End to end for facteur (delivery on its thread, the default), facteur with `[delivery] thread = false`, or Postfix. */
+async function e2eCell(root: string, which: 'facteur' | 'facteur-inline' | 'Postfix'): Promise<Row> {
   const sink = await startCountingSink();
   const dir = path.join(root, `e2e-${which}`);
-  const s = which === 'facteur' ? await startFacteur(dir, sink.port) : await startPostfix(dir, sink.port);
+  const s = which === 'Postfix' ? await startPostfix(dir, sink.port) : await startFacteur(dir, sink.port, which === 'facteur-inline');
+  const name = which === 'Postfix' ? which : which === 'facteur' ? FACTEUR : `${FACTEUR}, delivery on the SMTP loop`;
   try {
     // Warm-up: 200 messages through the whole path.
     const wfail = await smtpSource(s.port, 8, 200);
     const wdeadline = Date.now() + 60_000;
     while (sink.count() < 200 && Date.now() < wdeadline) await new Promise((r) => setTimeout(r, 50));
-    log(`  warm-up ${which === 'facteur' ? FACTEUR : which}: ${sink.count()} delivered ${wfail}`);
+    log(`  warm-up ${name}: ${sink.count()} delivered ${wfail}`);
     const base = sink.count();
     const sess0 = sink.sessions();
     let submitMs = 0;
@@ -405,7 +409,7 @@ async function e2eCell(root: string, which: 'facteur' | 'Postfix'): Promise<Row>
     const { delivered, ...settled } = await settleAtSink(s, sink, base, sess0, failed);
     const row: Row = {
       test: 'end to end: submit → smtp-sink',
-      server: which === 'facteur' ? FACTEUR : which,
+      server: name,
       clients: `${E2E_SESSIONS} in, ${DEST_CONCURRENCY} out`,
       n: E2E_N,
       mps: delivered / (m.ms / 1000),
@@ -526,16 +530,21 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const gen = await Generator.start();
   try {
-    log('Spool.commit in-process:');
-    rows.push(...(await spoolCells(root)));
-    log('enqueue over SMTP, delivery held:');
-    rows.push(...(await enqueueCells(root, gen)));
+    if (!E2E_ONLY) {
+      log('Spool.commit in-process:');
+      rows.push(...(await spoolCells(root)));
+      log('enqueue over SMTP, delivery held:');
+      rows.push(...(await enqueueCells(root, gen)));
+    }
     log('end to end:');
     rows.push(await e2eCell(root, 'facteur'));
+    if (WORKERS === 1) rows.push(await e2eCell(root, 'facteur-inline'));
     rows.push(await e2eCell(root, 'Postfix'));
-    log('queue drain:');
-    rows.push(await drainCell(root, 'facteur'));
-    rows.push(await drainCell(root, 'Postfix'));
+    if (!E2E_ONLY) {
+      log('queue drain:');
+      rows.push(await drainCell(root, 'facteur'));
+      rows.push(await drainCell(root, 'Postfix'));
+    }
   } finally {
     await gen.stop();
     await fsp.rm(root, { recursive: true, force: true }).catch(() => undefined);

@@ -2,3 +2,4 @@
 // Trusts its callers to pass a validated configuration.
 export { startDelivery, requestFlush, backoffMs, type DeliveryHandle, type StartDeliveryArgs } from './scheduler.js';
 export { deliveryOptionsFromConfig, queueDirFromConfig, defaultDeliveryOptions, systemClock, type Clock, type DeliveryOptions } from './options.js';
+export { startDeliveryThread, type DeliveryThreadHandle } from './thread.js';

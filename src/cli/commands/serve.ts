@@ -18,7 +18,7 @@ import { PenaltyBox } from '../../policy/penalty.js';
 import { startSmtpService, type ConnectionAdmission, type ListenerConfig, type ListenerKind, type RunningSmtp } from '../../smtp/server.js';
 import type { QueueWriter } from '../../queue/types.js';
 import { Spool } from '../../queue/spool.js';
-import { startDelivery, deliveryOptionsFromConfig, queueDirFromConfig, type DeliveryHandle } from '../../delivery/index.js';
+import { startDelivery, startDeliveryThread, deliveryOptionsFromConfig, queueDirFromConfig, type DeliveryHandle } from '../../delivery/index.js';
 import { ConfigError, UsageError } from '../../lib/errors.js';
 import { rateLimiterFromConfig, type ratelimit, type RateStore } from '../../policy/ratelimit.js';
 import type { SectionValues } from '../../config/schema.js';
@@ -198,8 +198,6 @@ export async function serve(o: ServeOptions): Promise<Served> {
   const hostname = (s.hostname as string) || os.hostname();
   const tls = await tlsFiles(cfg, dataDir, hostname, log);
   const v: VerifierSetup = o.verifier ? { verifier: o.verifier, mechList: (cfg.auth.mech_list as string[]).map((m) => m.toUpperCase()), joinRealm: true } : await makeVerifier(cfg, dataDir, log);
-  const spool = o.queue ? undefined : await openQueue(cfg, log);
-  const q = { queue: o.queue ?? (spool as QueueWriter) };
   const listeners: ListenerConfig[] = [];
   for (const kind of ['inbound', 'submission', 'submissions'] as ListenerKind[]) {
     const l = cfg[kind];
@@ -207,11 +205,23 @@ export async function serve(o: ServeOptions): Promise<Served> {
     for (const addr of l.listen as string[]) listeners.push({ kind, ...hostPort(addr), authRequired: l.auth === 'required', starttls: l.starttls as boolean });
   }
   if (!listeners.length) throw new ConfigError('no listener enabled: set enabled = true in [inbound], [submission] or [submissions]');
+  const spool = o.queue ? undefined : await openQueue(cfg, log);
+  const q = { queue: o.queue ?? (spool as QueueWriter) };
+  const deliveryOptions = () => deliveryOptionsFromConfig(cfg as Record<string, Record<string, unknown>>);
+  // The delivery thread boots (~0.5 s) while the rest is set up; it is running before the listeners open, so that a port
+  // that answers means a server that also handles its signals (SIGHUP, SIGTERM) and delivers.
+  const deliveryThread = o.delivery !== false && spool && cfg.delivery.thread ? startDeliveryThread({ spool, options: deliveryOptions(), log, logLevel: s.log_level as string }) : undefined;
+  deliveryThread?.catch(() => undefined); // its failure is handled where it is awaited, below
+  /** A start that fails after this point leaves no thread running (it would keep the process alive) and no spool lock. */
+  const undoStart = async (): Promise<void> => {
+    await deliveryThread?.then((d) => d.stop()).catch(() => undefined);
+    await spool?.close();
+  };
   const pol = cfg.policy;
   const metrics = o.metrics ?? createMetrics();
-  const rl = cfg.ratelimit ? rateLimiterFromConfig(cfg.ratelimit as SectionValues<typeof ratelimit.params>, { log, metrics, memoryStore: o.shared?.memoryRateStore }) : undefined;
-  const sender = new SenderPolicy({ map: await loadSenderMap(pol.sender_map as string), loginIsAddress: pol.login_is_address as boolean, onLearn: o.shared?.onLearn });
-  o.shared?.attachSender(sender);
+  let rl: ReturnType<typeof rateLimiterFromConfig> | undefined;
+  let sender: SenderPolicy;
+  let running: RunningSmtp;
   const learnUsersFile = async () => {
     if (!v.usersFile) return;
     // Members' addresses from the users file, so port 25 can refuse them as unauthenticated senders (re-read on SIGHUP;
@@ -219,41 +229,51 @@ export async function serve(o: ServeOptions): Promise<Served> {
     const parsed = await readUsersFile(v.usersFile).catch(() => null);
     for (const e of parsed?.users.values() ?? []) sender.learn(e.login, userAddresses(e), { share: false }); // every worker reads the file
   };
-  await learnUsersFile();
-  const running = await startSmtpService({
-    hostname,
-    localDomains: s.local_domains as string[],
-    listeners,
-    tls,
-    maxMessageSize: s.max_message_size as number,
-    maxRecipients: s.max_recipients as number,
-    maxConnections: s.max_connections as number,
-    maxConnectionsPerIp: s.max_connections_per_ip as number,
-    timeoutMs: durationMs(s.timeout as string),
-    receivedAuthUser: s.received_auth_user as boolean,
-    vrfy: s.vrfy as boolean,
-    greetingDelayMs: durationMs(s.greeting_delay as string),
-    bareNewline: s.bare_newline as 'reject' | 'normalize',
-    mechList: v.mechList,
-    verifier: v.verifier,
-    authService: cfg.auth.service as string,
-    authRealm: cfg.auth.realm as string,
-    authTimeoutMs: durationMs(cfg.auth.timeout as string),
-    joinRealm: v.joinRealm,
-    sender,
-    senderCheck: pol.sender_check as 'reject' | 'allow',
-    fromHeaderCheck: pol.from_header_check as 'reject' | 'allow',
-    unauthMemberSender: pol.unauth_member_sender as 'reject' | 'allow',
-    nullSender: pol.null_sender as boolean,
-    queue: q.queue,
-    log,
-    penalty: o.penalty ?? new PenaltyBox(),
-    rateLimiter: rl?.limiter,
-    metrics,
-    authBackendName: (cfg.auth.cyrus_config ? 'saslauthd' : (cfg.auth.backend as string)) || 'saslauthd',
-    shutdownTimeoutMs: o.shutdownTimeoutMs,
-    admission: o.shared?.admission,
-  });
+  try {
+    rl = cfg.ratelimit ? rateLimiterFromConfig(cfg.ratelimit as SectionValues<typeof ratelimit.params>, { log, metrics, memoryStore: o.shared?.memoryRateStore }) : undefined;
+    sender = new SenderPolicy({ map: await loadSenderMap(pol.sender_map as string), loginIsAddress: pol.login_is_address as boolean, onLearn: o.shared?.onLearn });
+    o.shared?.attachSender(sender);
+    await learnUsersFile();
+    if (deliveryThread) await deliveryThread;
+    running = await startSmtpService({
+      hostname,
+      localDomains: s.local_domains as string[],
+      listeners,
+      tls,
+      maxMessageSize: s.max_message_size as number,
+      maxRecipients: s.max_recipients as number,
+      maxConnections: s.max_connections as number,
+      maxConnectionsPerIp: s.max_connections_per_ip as number,
+      timeoutMs: durationMs(s.timeout as string),
+      receivedAuthUser: s.received_auth_user as boolean,
+      vrfy: s.vrfy as boolean,
+      greetingDelayMs: durationMs(s.greeting_delay as string),
+      bareNewline: s.bare_newline as 'reject' | 'normalize',
+      mechList: v.mechList,
+      verifier: v.verifier,
+      authService: cfg.auth.service as string,
+      authRealm: cfg.auth.realm as string,
+      authTimeoutMs: durationMs(cfg.auth.timeout as string),
+      joinRealm: v.joinRealm,
+      sender,
+      senderCheck: pol.sender_check as 'reject' | 'allow',
+      fromHeaderCheck: pol.from_header_check as 'reject' | 'allow',
+      unauthMemberSender: pol.unauth_member_sender as 'reject' | 'allow',
+      nullSender: pol.null_sender as boolean,
+      queue: q.queue,
+      log,
+      penalty: o.penalty ?? new PenaltyBox(),
+      rateLimiter: rl?.limiter,
+      metrics,
+      authBackendName: (cfg.auth.cyrus_config ? 'saslauthd' : (cfg.auth.backend as string)) || 'saslauthd',
+      shutdownTimeoutMs: o.shutdownTimeoutMs,
+      admission: o.shared?.admission,
+    });
+  } catch (err) {
+    await rl?.close();
+    await undoStart();
+    throw err;
+  }
   let observability: ObservabilityServer | undefined;
   const listen = cfg.metrics?.listen as string | undefined;
   if (listen && o.observability !== false) {
@@ -261,7 +281,7 @@ export async function serve(o: ServeOptions): Promise<Served> {
     observability = await startObservabilityServer({ registry: metrics.registry, host: hp.host, port: hp.port, log, checks: { smtp: () => running.bound.length > 0 } });
   }
   let delivery: DeliveryHandle | undefined;
-  if (o.delivery !== false && spool) delivery = startDelivery({ spool, options: deliveryOptionsFromConfig(cfg as Record<string, Record<string, unknown>>), log });
+  if (o.delivery !== false && spool) delivery = deliveryThread ? await deliveryThread : startDelivery({ spool, options: deliveryOptions(), log });
   return {
     ...running,
     dataDir,

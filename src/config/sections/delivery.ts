@@ -5,6 +5,7 @@ import { defineSection } from '../schema.js';
 const positive = (v: unknown): string | undefined => (typeof v === 'number' && v > 0 ? undefined : 'must be at least 1');
 
 export const delivery = defineSection('delivery', 'Delivery: local mailboxes, routing, outbound SMTP and DKIM signing', {
+  thread: { type: 'boolean', default: true, doc: 'Deliver on a thread of its own beside the SMTP event loop, so that taking mail in and sending it out use two cores (single-process serve; with server.workers > 1 the primary process delivers). Off: both on one event loop' },
   local_transport: { type: 'string', default: 'maildir', oneOf: ['maildir', 'lmtp'], doc: 'How mail for server.local_domains is stored: Maildir on disk, or LMTP to a mailbox server (Dovecot)' },
   maildir_path: { type: 'string', default: '', doc: 'Maildir per recipient; {domain}, {local} and {data} are replaced (empty: {data}/mail/{domain}/{local}/)' },
   lmtp_target: { type: 'string', default: '', doc: 'LMTP server for local_transport = "lmtp": "unix:/path/to/socket" or "host:port"' },

@@ -1,0 +1,51 @@
+// The delivery thread's own program (see thread.ts): opens the spool the main thread opened (no recovery, no lock: the
+// main thread did both), runs the scheduler and answers the main thread's messages. Trusts the main thread.
+import { parentPort, workerData } from 'node:worker_threads';
+import { Spool } from '../queue/spool.js';
+import { createLogger } from '../observability/log.js';
+import { startDelivery } from './scheduler.js';
+import type { DeliveryThreadData, FromDeliveryThread, ToDeliveryThread } from './thread.js';
+
+const port = parentPort!;
+const data = workerData as DeliveryThreadData;
+const send = (m: FromDeliveryThread) => port.postMessage(m);
+process.setSourceMapsEnabled(data.sourceMaps); // as the main thread has them (see daemonStackTraces)
+
+try {
+  const log = createLogger({ name: data.logName, level: data.logLevel }).child({ thread: 'delivery' });
+  const spool = await Spool.open(data.queueDir, { recover: false });
+  const delivery = startDelivery({ spool, options: data.options, log });
+  const answer = (req: number, p: Promise<void>) =>
+    p.then(
+      () => send({ t: 'done', req }),
+      (err: unknown) => send({ t: 'done', req, error: (err as Error).message }),
+    );
+  port.on('message', (m: ToDeliveryThread) => {
+    switch (m.t) {
+      case 'commit':
+        for (const id of m.ids) spool.announce(id);
+        break;
+      case 'flush':
+        answer(m.req, delivery.flush(m.id));
+        break;
+      case 'tick':
+        answer(m.req, delivery.tick());
+        break;
+      case 'stop':
+        void delivery
+          .stop()
+          .then(() => spool.close())
+          .catch((err: unknown) => log.error({ err }, 'delivery thread: stop failed'))
+          .finally(() => {
+            send({ t: 'stopped' });
+            port.close();
+            log.flush();
+          });
+        break;
+    }
+  });
+  send({ t: 'ready' });
+} catch (err) {
+  send({ t: 'fatal', message: (err as Error).message });
+  port.close();
+}

@@ -1,0 +1,133 @@
+// Delivery on its own thread: the scheduler, its SMTP/LMTP/Maildir sessions and the DSNs run in a worker_thread beside
+// the SMTP event loop, so that taking mail in and sending it out use two cores in one process. This side starts the
+// thread, tells it of every commit, restarts it if it dies, and stops it. Trusts the thread (same program, own spool).
+import type { Worker } from 'node:worker_threads';
+import type { Logger } from '../observability/log.js';
+import type { Spool } from '../queue/spool.js';
+import { startTsWorker } from '../lib/ts-worker.js';
+import type { DeliveryOptions } from './options.js';
+import type { DeliveryHandle } from './scheduler.js';
+
+/** What the thread gets at start (structured-cloned). */
+export interface DeliveryThreadData {
+  queueDir: string;
+  options: DeliveryOptions;
+  logName: string;
+  logLevel: string;
+  sourceMaps: boolean;
+}
+
+/** Main thread → delivery thread. */
+export type ToDeliveryThread = { t: 'commit'; ids: string[] } | { t: 'flush'; req: number; id?: string } | { t: 'tick'; req: number } | { t: 'stop' };
+
+/** Delivery thread → main thread. */
+export type FromDeliveryThread = { t: 'ready' } | { t: 'done'; req: number; error?: string } | { t: 'fatal'; message: string } | { t: 'stopped' };
+
+/** Wait before starting a thread again after it died (a crash loop must not eat the SMTP side's core). */
+const RESTART_DELAY_MS = 1_000;
+
+export interface DeliveryThreadArgs {
+  /** The main thread's spool: its commits are announced to the thread. The thread opens its own object on the same dir. */
+  spool: Spool;
+  options: DeliveryOptions;
+  log: Logger;
+  logLevel: string;
+}
+
+export interface DeliveryThreadHandle extends DeliveryHandle {
+  /** The running thread, if any (for tools and tests: terminating it makes this side start another after 1 s). */
+  thread(): Worker | undefined;
+}
+
+/**
+ * Start delivery on a worker thread; resolves once the thread's scheduler runs (rejects if it cannot start).
+ * Commits made meanwhile are found by the thread's first scan of the spool.
+ */
+export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<DeliveryThreadHandle> {
+  const data: DeliveryThreadData = { queueDir: a.spool.dir, options: a.options, logName: 'facteur-smtp', logLevel: a.logLevel, sourceMaps: process.sourceMapsEnabled };
+  const log = a.log;
+  let worker: Worker | undefined;
+  let stopping = false;
+  let restartTimer: NodeJS.Timeout | undefined;
+  let nextReq = 1;
+  const pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  /** Ids committed this event-loop turn, sent as one message. */
+  let batch: string[] = [];
+  let exited: Promise<void> = Promise.resolve();
+
+  const post = (m: ToDeliveryThread) => worker?.postMessage(m);
+  const unsubscribe = a.spool.onCommit((id) => {
+    if (batch.push(id) > 1) return;
+    setImmediate(() => {
+      const ids = batch;
+      batch = [];
+      post({ t: 'commit', ids }); // a thread being restarted finds these by its first scan
+    });
+  });
+
+  function spawn(): Promise<void> {
+    const w = startTsWorker(new URL('./thread-entry.ts', import.meta.url), { workerData: data, name: 'facteur-delivery' });
+    worker = w;
+    let up = false;
+    const started = new Promise<void>((resolve, reject) => {
+      w.on('message', (m: FromDeliveryThread) => {
+        if (m.t === 'ready') {
+          up = true;
+          resolve();
+        } else if (m.t === 'fatal') reject(new Error(m.message));
+        else if (m.t === 'done') {
+          const p = pending.get(m.req);
+          pending.delete(m.req);
+          if (m.error) p?.reject(new Error(m.error));
+          else p?.resolve();
+        }
+      });
+      w.on('error', (err) => {
+        if (!up) reject(err);
+        else log.error({ err }, 'delivery thread failed; it restarts in 1 s (queued mail stays in the spool)');
+      });
+    });
+    exited = new Promise<void>((resolve) => {
+      w.on('exit', (code) => {
+        if (worker === w) worker = undefined;
+        for (const p of pending.values()) p.reject(new Error('the delivery thread stopped'));
+        pending.clear();
+        resolve();
+        if (stopping || !up) return;
+        log.error({ code }, 'delivery thread exited; restarting it');
+        restartTimer = setTimeout(() => {
+          spawn().catch((err: unknown) => log.error({ err }, 'delivery thread could not restart'));
+        }, RESTART_DELAY_MS);
+      });
+    });
+    return started;
+  }
+
+  const ask = (make: (req: number) => ToDeliveryThread) =>
+    new Promise<void>((resolve, reject) => {
+      if (!worker) return reject(new Error('the delivery thread is not running'));
+      const req = nextReq++;
+      pending.set(req, { resolve, reject });
+      post(make(req));
+    });
+
+  try {
+    await spawn();
+  } catch (err) {
+    unsubscribe();
+    await worker?.terminate();
+    throw err;
+  }
+  return {
+    async stop() {
+      stopping = true;
+      unsubscribe();
+      if (restartTimer) clearTimeout(restartTimer);
+      post({ t: 'stop' }); // the thread finishes its deliveries in progress, closes its spool and exits
+      await exited;
+    },
+    flush: (id?: string) => ask((req) => ({ t: 'flush', req, id })),
+    tick: () => ask((req) => ({ t: 'tick', req })),
+    thread: () => worker,
+  };
+}

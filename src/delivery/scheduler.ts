@@ -410,6 +410,8 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
     } catch (err) {
       log.error({ err }, 'queue scan failed');
     }
+    // Stopped during the first scan: no watcher and no timer, which would outlive stop() (and keep a thread alive).
+    if (stopping) return;
     try {
       watcher = fs.watch(spool.dirOf('control'), () => {
         void readControl()

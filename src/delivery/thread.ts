@@ -25,6 +25,8 @@ export type FromDeliveryThread = { t: 'ready' } | { t: 'done'; req: number; erro
 
 /** Wait before starting a thread again after it died (a crash loop must not eat the SMTP side's core). */
 const RESTART_DELAY_MS = 1_000;
+/** How long stop() waits for deliveries in progress before it ends the thread (as serve gives SMTP sessions 30 s). */
+const STOP_TIMEOUT_MS = 30_000;
 
 export interface DeliveryThreadArgs {
   /** The main thread's spool: its commits are announced to the thread. The thread opens its own object on the same dir. */
@@ -124,7 +126,15 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
       unsubscribe();
       if (restartTimer) clearTimeout(restartTimer);
       post({ t: 'stop' }); // the thread finishes its deliveries in progress, closes its spool and exits
-      await exited;
+      let timer: NodeJS.Timeout | undefined;
+      const late = await Promise.race([exited.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), STOP_TIMEOUT_MS)))]);
+      clearTimeout(timer);
+      if (late && worker) {
+        // A delivery still in progress is attempted again at the next start (its message is still queued).
+        log.warn({ waitedMs: STOP_TIMEOUT_MS }, 'delivery thread did not finish in time; stopping it');
+        await worker.terminate();
+        await exited;
+      }
     },
     flush: (id?: string) => ask((req) => ({ t: 'flush', req, id })),
     tick: () => ask((req) => ({ t: 'tick', req })),

@@ -38,7 +38,12 @@ export interface StartDeliveryArgs {
   resolver?: MxResolver;
   /** DNSSEC-aware resolver for DANE (default: the system's first name server, see options.dane). */
   secureResolver?: SecureResolver;
+  /** Told of each recipient's result at each attempt (for the metrics): delivered, deferred, or bounced (failed, expired). */
+  onResult?: (result: DeliveryResult) => void;
 }
+
+/** A recipient's result at one attempt, as the facteur_deliveries_total metric counts it. */
+export type DeliveryResult = 'sent' | 'deferred' | 'bounced';
 
 /** MX hosts tried per attempt, in preference order. */
 const MAX_HOSTS = 5;
@@ -341,6 +346,11 @@ export function startDelivery(args: StartDeliveryArgs): DeliveryHandle {
         rs.lastError = `message expired after ${Math.round((now - env.receivedAt) / 3_600_000)}h; last error: ${rs.lastError ?? 'none'}`;
         log.info({ id, to: rs.address, status: 'expired' }, 'delivery expired');
       }
+    }
+    // Each recipient tried in this attempt, as it ends it (a deferral that expired counts as bounced).
+    if (args.onResult) for (const res of results) {
+      const state = st.recipients[res.index].state;
+      args.onResult(state === 'delivered' ? 'sent' : state === 'failed' ? 'bounced' : 'deferred');
     }
     const deferred = st.recipients.filter((r) => r.state === 'deferred' || r.state === 'pending');
     st.nextAttempt = now + backoffMs(st.attempts, o.retryInitialMs, o.retryMaxMs);

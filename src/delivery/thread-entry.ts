@@ -3,8 +3,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Spool } from '../queue/spool.js';
 import { createLogger } from '../observability/log.js';
-import { startDelivery } from './scheduler.js';
-import type { DeliveryThreadData, FromDeliveryThread, ToDeliveryThread } from './thread.js';
+import { startDelivery, type DeliveryResult } from './scheduler.js';
+import type { DeliveryCounts, DeliveryThreadData, FromDeliveryThread, ToDeliveryThread } from './thread.js';
 
 const port = parentPort!;
 const data = workerData as DeliveryThreadData;
@@ -14,7 +14,19 @@ process.setSourceMapsEnabled(data.sourceMaps); // as the main thread has them (s
 try {
   const log = createLogger({ name: data.logName, level: data.logLevel }).child({ thread: 'delivery' });
   const spool = await Spool.open(data.queueDir, { recover: false });
-  const delivery = startDelivery({ spool, options: data.options, log });
+  // Results for the main thread's metrics: counted here, sent at most once a second (and at stop).
+  let counts: DeliveryCounts = {};
+  let reportTimer: NodeJS.Timeout | undefined;
+  const report = () => {
+    reportTimer = undefined;
+    if (Object.keys(counts).length) send({ t: 'results', counts });
+    counts = {};
+  };
+  const onResult = (r: DeliveryResult) => {
+    counts[r] = (counts[r] ?? 0) + 1;
+    reportTimer ??= setTimeout(report, 1000);
+  };
+  const delivery = startDelivery({ spool, options: data.options, log, onResult });
   const answer = (req: number, p: Promise<void>) =>
     p.then(
       () => send({ t: 'done', req }),
@@ -37,6 +49,8 @@ try {
           .then(() => spool.close())
           .catch((err: unknown) => log.error({ err }, 'delivery thread: stop failed'))
           .finally(() => {
+            clearTimeout(reportTimer);
+            report();
             send({ t: 'stopped' });
             port.close();
             log.flush();

@@ -6,7 +6,7 @@ import type { Logger } from '../observability/log.js';
 import type { Spool } from '../queue/spool.js';
 import { startTsWorker } from '../lib/ts-worker.js';
 import type { DeliveryOptions } from './options.js';
-import type { DeliveryHandle } from './scheduler.js';
+import type { DeliveryHandle, DeliveryResult } from './scheduler.js';
 
 /** What the thread gets at start (structured-cloned). */
 export interface DeliveryThreadData {
@@ -21,7 +21,10 @@ export interface DeliveryThreadData {
 export type ToDeliveryThread = { t: 'commit'; ids: string[] } | { t: 'flush'; req: number; id?: string } | { t: 'tick'; req: number } | { t: 'stop' };
 
 /** Delivery thread → main thread. */
-export type FromDeliveryThread = { t: 'ready' } | { t: 'done'; req: number; error?: string } | { t: 'fatal'; message: string } | { t: 'stopped' };
+export type FromDeliveryThread = { t: 'ready' } | { t: 'results'; counts: DeliveryCounts } | { t: 'done'; req: number; error?: string } | { t: 'fatal'; message: string } | { t: 'stopped' };
+
+/** Recipients' results since the last report, by result (the thread reports them at most once a second, and at stop). */
+export type DeliveryCounts = Partial<Record<DeliveryResult, number>>;
 
 /** Wait before starting a thread again after it died (a crash loop must not eat the SMTP side's core). */
 const RESTART_DELAY_MS = 1_000;
@@ -34,6 +37,8 @@ export interface DeliveryThreadArgs {
   options: DeliveryOptions;
   log: Logger;
   logLevel: string;
+  /** Recipients' results counted by the thread (for the metrics), reported at most once a second. */
+  onResults?: (counts: DeliveryCounts) => void;
 }
 
 export interface DeliveryThreadHandle extends DeliveryHandle {
@@ -76,7 +81,8 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
         if (m.t === 'ready') {
           up = true;
           resolve();
-        } else if (m.t === 'fatal') reject(new Error(m.message));
+        } else if (m.t === 'results') a.onResults?.(m.counts);
+        else if (m.t === 'fatal') reject(new Error(m.message));
         else if (m.t === 'done') {
           const p = pending.get(m.req);
           pending.delete(m.req);

@@ -21,6 +21,18 @@ export interface MetricsOptions {
   queueTimeoutMs?: number;
   /** Labels added to every series, e.g. { node: 'mx1' } when several nodes feed one Prometheus. */
   defaultLabels?: Record<string, string>;
+  /**
+   * Expose the queue and delivery series (default true). An SMTP worker of the multi-process mode says false: its
+   * primary owns the queue and delivers, and exposes those series itself (see queueMetrics).
+   */
+  queueAndDelivery?: boolean;
+}
+
+/** The series of whoever owns the queue and delivers: per-recipient results, and the queue's size read at each scrape. */
+export interface QueueMetrics {
+  readonly deliveries: Counter<'result'>;
+  readonly queueMessages: Gauge<'state'>;
+  setQueueSource(fn: QueueSource | undefined): void;
 }
 
 export interface FacteurMetrics {
@@ -63,8 +75,37 @@ export function createMetrics(o: MetricsOptions = {}): FacteurMetrics {
   const registry = new Registry();
   if (o.defaultLabels) registry.setDefaultLabels(o.defaultLabels);
   const registers = [registry];
+  const q = queueMetrics(o.queueAndDelivery === false ? [] : registers, o.queueTimeoutMs);
+
+  const m: FacteurMetrics = {
+    registry,
+    connections: new Counter({ name: 'facteur_connections_total', help: 'Connections accepted, by listener', labelNames: ['listener'], registers }),
+    connectionsActive: new Gauge({ name: 'facteur_connections_active', help: 'Connections open now, by listener', labelNames: ['listener'], registers }),
+    authAttempts: new Counter({ name: 'facteur_auth_attempts_total', help: 'Authentication attempts by backend and result (ok, fail, tempfail, refused)', labelNames: ['backend', 'result'], registers }),
+    backendLatency: new Histogram({ name: 'facteur_auth_backend_latency_seconds', help: 'Time a password backend took to answer', labelNames: ['backend'], buckets: LATENCY_BUCKETS, registers }),
+    cacheLookups: new Counter({ name: 'facteur_auth_cache_lookups_total', help: 'Credential cache lookups, by result (hit, miss)', labelNames: ['result'], registers }),
+    penaltyDelays: new Counter({ name: 'facteur_penalty_delays_total', help: 'Failure replies delayed by the brute-force defence', labelNames: ['where'], registers }),
+    penaltyRefusals: new Counter({ name: 'facteur_penalty_refusals_total', help: 'Attempts refused by the brute-force defence without checking a password', labelNames: ['where'], registers }),
+    rateLimitRefusals: new Counter({ name: 'facteur_ratelimit_refusals_total', help: 'Hits refused by a rate limit, by limit (messages, recipients, connections)', labelNames: ['limit'], registers }),
+    rateLimitStoreErrors: new Counter({ name: 'facteur_ratelimit_store_errors_total', help: 'Rate limit checks the store (Redis) could not answer; the fail policy decided them', registers }),
+    deliveries: q.deliveries,
+    tlsSessions: new Counter({ name: 'facteur_tls_sessions_total', help: 'TLS sessions established, by listener and protocol version', labelNames: ['listener', 'version'], registers }),
+    messages: new Counter({ name: 'facteur_messages_total', help: 'Messages at end of DATA, by listener and result (accepted, rejected)', labelNames: ['listener', 'result'], registers }),
+    queueMessages: q.queueMessages,
+    setQueueSource: (fn) => q.setQueueSource(fn),
+    text: () => registry.metrics(),
+  };
+  if (o.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  return m;
+}
+
+/**
+ * The queue and delivery series, in `registers` (none: built but not exposed). createMetrics includes them; the primary
+ * of the multi-process mode, which owns the queue, exposes them from a registry of its own beside its workers' series.
+ */
+export function queueMetrics(registers: Registry[], timeoutMs?: number): QueueMetrics {
   let queueSource: QueueSource | undefined;
-  const queueTimeoutMs = o.queueTimeoutMs ?? 5_000;
+  const queueTimeoutMs = timeoutMs ?? 5_000;
 
   // prom-client collects every metric of a scrape concurrently: the gauge and the error counter share one reading.
   let scan: Promise<QueueSizes | undefined> | undefined;
@@ -111,26 +152,12 @@ export function createMetrics(o: MetricsOptions = {}): FacteurMetrics {
     },
   });
 
-  const m: FacteurMetrics = {
-    registry,
-    connections: new Counter({ name: 'facteur_connections_total', help: 'Connections accepted, by listener', labelNames: ['listener'], registers }),
-    connectionsActive: new Gauge({ name: 'facteur_connections_active', help: 'Connections open now, by listener', labelNames: ['listener'], registers }),
-    authAttempts: new Counter({ name: 'facteur_auth_attempts_total', help: 'Authentication attempts by backend and result (ok, fail, tempfail, refused)', labelNames: ['backend', 'result'], registers }),
-    backendLatency: new Histogram({ name: 'facteur_auth_backend_latency_seconds', help: 'Time a password backend took to answer', labelNames: ['backend'], buckets: LATENCY_BUCKETS, registers }),
-    cacheLookups: new Counter({ name: 'facteur_auth_cache_lookups_total', help: 'Credential cache lookups, by result (hit, miss)', labelNames: ['result'], registers }),
-    penaltyDelays: new Counter({ name: 'facteur_penalty_delays_total', help: 'Failure replies delayed by the brute-force defence', labelNames: ['where'], registers }),
-    penaltyRefusals: new Counter({ name: 'facteur_penalty_refusals_total', help: 'Attempts refused by the brute-force defence without checking a password', labelNames: ['where'], registers }),
-    rateLimitRefusals: new Counter({ name: 'facteur_ratelimit_refusals_total', help: 'Hits refused by a rate limit, by limit (messages, recipients, connections)', labelNames: ['limit'], registers }),
-    rateLimitStoreErrors: new Counter({ name: 'facteur_ratelimit_store_errors_total', help: 'Rate limit checks the store (Redis) could not answer; the fail policy decided them', registers }),
-    deliveries: new Counter({ name: 'facteur_deliveries_total', help: 'Per-recipient delivery attempts by result (sent, deferred, bounced)', labelNames: ['result'], registers }),
-    tlsSessions: new Counter({ name: 'facteur_tls_sessions_total', help: 'TLS sessions established, by listener and protocol version', labelNames: ['listener', 'version'], registers }),
-    messages: new Counter({ name: 'facteur_messages_total', help: 'Messages at end of DATA, by listener and result (accepted, rejected)', labelNames: ['listener', 'result'], registers }),
+  const deliveries = new Counter<'result'>({ name: 'facteur_deliveries_total', help: 'Per-recipient delivery attempts by result (sent, deferred, bounced)', labelNames: ['result'], registers });
+  return {
+    deliveries,
     queueMessages,
     setQueueSource(fn) {
       queueSource = fn;
     },
-    text: () => registry.metrics(),
   };
-  if (o.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
-  return m;
 }

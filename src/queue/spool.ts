@@ -774,6 +774,13 @@ export class Spool implements QueueWriter {
     return (await fsp.readdir(this.dirOf(state))).filter(isQueueId).sort();
   }
 
+  /** How many messages each state holds (for the facteur_queue_messages gauge). */
+  async sizes(): Promise<Record<QueueState, number>> {
+    const out = {} as Record<QueueState, number>;
+    for (const st of QUEUE_STATES) out[st] = (await fsp.readdir(this.dirOf(st))).filter(isQueueId).length;
+    return out;
+  }
+
   /** Envelope, size, state and status of one message (undefined if it is gone). */
   async get(id: string, state?: QueueState): Promise<QueueEntry | undefined> {
     const st = state ?? (await this.locate(id));

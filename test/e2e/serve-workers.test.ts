@@ -216,6 +216,11 @@ test('mail taken by the workers is delivered by the primary, and /metrics adds u
   }, 'four delivery log lines');
   assert.ok(delivered.every((l) => l.worker === undefined && l.pid === proc.pid), 'the primary delivers');
   assert.equal((await metricValue('facteur_messages_total', 'listener="inbound",result="accepted"')) - before, 4);
+  // The queue and delivery series are the primary's own, exposed once beside the workers' (which leave them out).
+  await eventually(async () => ((await metricValue('facteur_deliveries_total', 'result="sent"')) >= 4 ? true : undefined), 'four deliveries counted by the primary');
+  const text = (await runProgram('curl', ['-sf', `http://127.0.0.1:${metricsPort}/metrics`])).stdout;
+  assert.match(text, /^facteur_queue_messages\{state="active"\} \d+$/m);
+  for (const family of ['facteur_deliveries_total', 'facteur_queue_messages', 'facteur_messages_total']) assert.equal(text.split('\n').filter((l) => l.startsWith(`# TYPE ${family} `)).length, 1, family);
   const health = await runProgram('curl', ['-s', `http://127.0.0.1:${metricsPort}/health`]);
   assert.match(health.stdout, /"status":"ok"/);
 });

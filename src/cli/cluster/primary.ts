@@ -5,11 +5,12 @@
 import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
 import path from 'node:path';
-import { AggregatorRegistry } from 'prom-client';
+import { AggregatorRegistry, Registry } from 'prom-client';
 import type { ConfigValues } from '../../config/load.js';
 import { ConfigError } from '../../lib/errors.js';
 import type { Logger } from '../../observability/log.js';
 import { startObservabilityServer, parseListen, type ObservabilityServer } from '../../observability/http.js';
+import { queueMetrics } from '../../observability/metrics.js';
 import { LeaseLedger, lendOrRecall } from '../../policy/connlimit.js';
 import { MemoryRateStore } from '../../policy/ratelimit.js';
 import { startDelivery, deliveryOptionsFromConfig, type DeliveryHandle } from '../../delivery/index.js';
@@ -190,7 +191,11 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
     throw err;
   }
 
-  if (o.delivery !== false) delivery = startDelivery({ spool, options: deliveryOptionsFromConfig(cfg as Record<string, Record<string, unknown>>), log });
+  // The queue's size and the delivery results are the primary's own series, exposed beside its workers' (which omit them).
+  const own = new Registry();
+  const queue = queueMetrics([own]);
+  queue.setQueueSource(() => spool.sizes());
+  if (o.delivery !== false) delivery = startDelivery({ spool, options: deliveryOptionsFromConfig(cfg as Record<string, Record<string, unknown>>), log, onResult: (r) => queue.deliveries.inc({ result: r }) });
   const bound = [...ready.values()][0];
   let observability: ObservabilityServer | undefined;
   const listen = cfg.metrics?.listen as string | undefined;
@@ -198,7 +203,7 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
     const agg = new AggregatorRegistry();
     const hp = parseListen(listen)!;
     observability = await startObservabilityServer({
-      registry: { contentType: agg.contentType, metrics: () => agg.clusterMetrics() },
+      registry: { contentType: agg.contentType, metrics: async () => `${await agg.clusterMetrics()}\n${await own.metrics()}` },
       host: hp.host,
       port: hp.port,
       log,

@@ -157,7 +157,7 @@ export async function runWorker(o: WorkerOptions): Promise<number> {
         committed = [];
       });
     });
-    const metrics = createMetrics();
+    const metrics = createMetrics({ queueAndDelivery: false }); // the primary owns the queue and delivers: it exposes those
     new AggregatorRegistry(); // answers the primary's requests for this worker's metrics
     AggregatorRegistry.setRegistries([metrics.registry]);
     served = await serve({ config: o.config, reread: o.reread, queue: spool, delivery: false, observability: false, shared, penalty, metrics, log, shutdownTimeoutMs: o.shutdownTimeoutMs });

@@ -18,7 +18,7 @@ import { PenaltyBox } from '../../policy/penalty.js';
 import { startSmtpService, type ConnectionAdmission, type ListenerConfig, type ListenerKind, type RunningSmtp } from '../../smtp/server.js';
 import type { QueueWriter } from '../../queue/types.js';
 import { Spool } from '../../queue/spool.js';
-import { startDelivery, startDeliveryThread, deliveryOptionsFromConfig, queueDirFromConfig, type DeliveryHandle } from '../../delivery/index.js';
+import { startDelivery, startDeliveryThread, deliveryOptionsFromConfig, queueDirFromConfig, type DeliveryHandle, type DeliveryResult } from '../../delivery/index.js';
 import { ConfigError, UsageError } from '../../lib/errors.js';
 import { rateLimiterFromConfig, type ratelimit, type RateStore } from '../../policy/ratelimit.js';
 import type { SectionValues } from '../../config/schema.js';
@@ -210,7 +210,14 @@ export async function serve(o: ServeOptions): Promise<Served> {
   const deliveryOptions = () => deliveryOptionsFromConfig(cfg as Record<string, Record<string, unknown>>);
   // The delivery thread boots (~0.5 s) while the rest is set up; it is running before the listeners open, so that a port
   // that answers means a server that also handles its signals (SIGHUP, SIGTERM) and delivers.
-  const deliveryThread = o.delivery !== false && spool && cfg.delivery.thread ? startDeliveryThread({ spool, options: deliveryOptions(), log, logLevel: s.log_level as string }) : undefined;
+  const metrics = o.metrics ?? createMetrics();
+  // The queue's owner exposes its size and the delivery results (a worker of the multi-process mode leaves both to its primary).
+  if (spool) metrics.setQueueSource(() => spool.sizes());
+  const countResult = (r: DeliveryResult, n = 1) => metrics.deliveries.inc({ result: r }, n);
+  const deliveryThread =
+    o.delivery !== false && spool && cfg.delivery.thread
+      ? startDeliveryThread({ spool, options: deliveryOptions(), log, logLevel: s.log_level as string, onResults: (c) => Object.entries(c).forEach(([r, n]) => countResult(r as DeliveryResult, n)) })
+      : undefined;
   deliveryThread?.catch(() => undefined); // its failure is handled where it is awaited, below
   /** A start that fails after this point leaves no thread running (it would keep the process alive) and no spool lock. */
   const undoStart = async (): Promise<void> => {
@@ -218,7 +225,6 @@ export async function serve(o: ServeOptions): Promise<Served> {
     await spool?.close();
   };
   const pol = cfg.policy;
-  const metrics = o.metrics ?? createMetrics();
   let rl: ReturnType<typeof rateLimiterFromConfig> | undefined;
   let sender: SenderPolicy;
   let running: RunningSmtp;
@@ -281,7 +287,7 @@ export async function serve(o: ServeOptions): Promise<Served> {
     observability = await startObservabilityServer({ registry: metrics.registry, host: hp.host, port: hp.port, log, checks: { smtp: () => running.bound.length > 0 } });
   }
   let delivery: DeliveryHandle | undefined;
-  if (o.delivery !== false && spool) delivery = deliveryThread ? await deliveryThread : startDelivery({ spool, options: deliveryOptions(), log });
+  if (o.delivery !== false && spool) delivery = deliveryThread ? await deliveryThread : startDelivery({ spool, options: deliveryOptions(), log, onResult: countResult });
   return {
     ...running,
     dataDir,

@@ -28,6 +28,8 @@ export type DeliveryCounts = Partial<Record<DeliveryResult, number>>;
 
 /** Wait before starting a thread again after it died (a crash loop must not eat the SMTP side's core). */
 const RESTART_DELAY_MS = 1_000;
+/** Longest wait between two attempts to start a thread that keeps failing. */
+const RESTART_MAX_DELAY_MS = 60_000;
 /** How long stop() waits for deliveries in progress before it ends the thread (as serve gives SMTP sessions 30 s). */
 const STOP_TIMEOUT_MS = 30_000;
 
@@ -55,6 +57,9 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
   const log = a.log;
   let worker: Worker | undefined;
   let stopping = false;
+  /** The first start succeeded: from then on a thread that exits is replaced. */
+  let running = false;
+  let failedRestarts = 0;
   let restartTimer: NodeJS.Timeout | undefined;
   let nextReq = 1;
   const pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
@@ -92,7 +97,7 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
       });
       w.on('error', (err) => {
         if (!up) reject(err);
-        else log.error({ err }, 'delivery thread failed; it restarts in 1 s (queued mail stays in the spool)');
+        else log.error({ err }, 'delivery thread failed');
       });
     });
     exited = new Promise<void>((resolve) => {
@@ -101,11 +106,21 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
         for (const p of pending.values()) p.reject(new Error('the delivery thread stopped'));
         pending.clear();
         resolve();
-        if (stopping || !up) return;
-        log.error({ code }, 'delivery thread exited; restarting it');
+        // Before the first start succeeded, start() reports the failure; after it, delivery must come back whatever
+        // happens: a restart that fails (spool unreadable for a while) is tried again, less and less often.
+        if (stopping || !running) return;
+        if (!up) failedRestarts++;
+        const delay = Math.min(RESTART_MAX_DELAY_MS, RESTART_DELAY_MS * 2 ** Math.min(failedRestarts, 10));
+        if (up) log.error({ code, restartInMs: delay }, 'delivery thread exited; restarting it (queued mail stays in the spool)');
         restartTimer = setTimeout(() => {
-          spawn().catch((err: unknown) => log.error({ err }, 'delivery thread could not restart'));
-        }, RESTART_DELAY_MS);
+          spawn().then(
+            () => {
+              failedRestarts = 0;
+              log.info('delivery thread restarted');
+            },
+            (err: unknown) => log.error({ err }, 'delivery thread could not restart; trying again'),
+          );
+        }, delay);
       });
     });
     return started;
@@ -121,6 +136,7 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
 
   try {
     await spawn();
+    running = true;
   } catch (err) {
     unsubscribe();
     await worker?.terminate();

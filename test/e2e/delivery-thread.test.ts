@@ -110,6 +110,24 @@ test('a thread that dies is replaced; what was committed while none ran is deliv
   await until('a message committed after the restart', async () => ((await inMaildir('frank')) === 1 ? true : undefined));
 });
 
+test('a restart that fails (the spool cannot be opened for a while) is tried again until a thread runs', async () => {
+  const first = handle!.thread()!;
+  const queueDir = spool.dir;
+  const aside = `${queueDir}.aside`;
+  const exited = new Promise((r) => first.once('exit', r));
+  await first.terminate();
+  await exited;
+  // The restart, 1 s later, finds a file where the spool's directory was: its thread cannot start.
+  await fs.rename(queueDir, aside);
+  await fs.writeFile(queueDir, 'not a directory');
+  await new Promise((r) => setTimeout(r, 1800));
+  assert.equal(handle!.thread(), undefined, 'no thread could start');
+  await fs.rm(queueDir);
+  await fs.rename(aside, queueDir);
+  await submit('hank@local.test', 'after a failed restart');
+  await until('delivery by a later restart', async () => ((await inMaildir('hank')) === 1 ? true : undefined), 30_000);
+});
+
 test('stop: the thread finishes and exits; commits after it are left queued for the next start', async () => {
   const t = handle!.thread()!;
   const exited = new Promise<number>((r) => t.once('exit', r));

@@ -35,7 +35,11 @@ try {
   port.on('message', (m: ToDeliveryThread) => {
     switch (m.t) {
       case 'commit':
-        for (const id of m.ids) spool.announce(id);
+        m.ids.forEach((id, i) => {
+          const b = m.bytes[i];
+          if (b) spool.adoptCommitted(id, Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+          spool.announce(id);
+        });
         break;
       case 'flush':
         answer(m.req, delivery.flush(m.id));

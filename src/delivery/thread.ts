@@ -18,7 +18,7 @@ export interface DeliveryThreadData {
 }
 
 /** Main thread → delivery thread. */
-export type ToDeliveryThread = { t: 'commit'; ids: string[] } | { t: 'flush'; req: number; id?: string } | { t: 'tick'; req: number } | { t: 'stop' };
+export type ToDeliveryThread = { t: 'commit'; ids: string[]; bytes: (Uint8Array | null)[] } | { t: 'flush'; req: number; id?: string } | { t: 'tick'; req: number } | { t: 'stop' };
 
 /** Delivery thread → main thread. */
 export type FromDeliveryThread = { t: 'ready' } | { t: 'results'; counts: DeliveryCounts } | { t: 'done'; req: number; error?: string } | { t: 'fatal'; message: string } | { t: 'stopped' };
@@ -63,17 +63,28 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
   let restartTimer: NodeJS.Timeout | undefined;
   let nextReq = 1;
   const pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
-  /** Ids committed this event-loop turn, sent as one message. */
+  /** Ids committed this event-loop turn, sent as one message, with the bytes the spool wrote when it kept them. */
   let batch: string[] = [];
+  let batchBytes: (Uint8Array | null)[] = [];
   let exited: Promise<void> = Promise.resolve();
 
-  const post = (m: ToDeliveryThread) => worker?.postMessage(m);
+  const post = (m: ToDeliveryThread, transfer?: ArrayBuffer[]) => worker?.postMessage(m, transfer);
+  // The bytes of a small message, just written, go to the thread with its id, so that its first attempt reads no file
+  // (the thread's spool checks with a stat that nothing moved it meanwhile). A buffer that is a whole ArrayBuffer of
+  // its own (a commit's, over 4 KB) is moved, not copied; the spool has let go of it.
+  a.spool.keepCommitted(true);
   const unsubscribe = a.spool.onCommit((id) => {
-    if (batch.push(id) > 1) return;
+    batch.push(id);
+    batchBytes.push(a.spool.takeCommitted(id) ?? null);
+    if (batch.length > 1) return;
     setImmediate(() => {
       const ids = batch;
+      const bytes = batchBytes;
       batch = [];
-      post({ t: 'commit', ids }); // a thread being restarted finds these by its first scan
+      batchBytes = [];
+      const transfer: ArrayBuffer[] = [];
+      for (const b of bytes) if (b && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) transfer.push(b.buffer);
+      post({ t: 'commit', ids, bytes }, transfer); // a thread being restarted finds these by its first scan
     });
   });
 
@@ -139,6 +150,7 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
     running = true;
   } catch (err) {
     unsubscribe();
+    a.spool.keepCommitted(false);
     await worker?.terminate();
     throw err;
   }
@@ -146,6 +158,7 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
     async stop() {
       stopping = true;
       unsubscribe();
+      a.spool.keepCommitted(false);
       if (restartTimer) clearTimeout(restartTimer);
       post({ t: 'stop' }); // the thread finishes its deliveries in progress, closes its spool and exits
       let timer: NodeJS.Timeout | undefined;

@@ -478,6 +478,18 @@ export class Spool implements QueueWriter {
     this.committedBytes -= e.buf.length;
   }
 
+  /** The kept bytes of a message this object just committed, handed over (to the delivery thread's spool, see adoptCommitted). */
+  takeCommitted(id: string): Buffer | undefined {
+    const e = this.committed.get(id);
+    if (e) this.forgetCommitted(id);
+    return e?.buf;
+  }
+
+  /** Keep the bytes another Spool object on this directory just committed, as if this one had (when keepCommitted is on). */
+  adoptCommitted(id: string, buf: Buffer): void {
+    if (this.keepCommittedOn && isQueueId(id)) this.rememberCommitted(id, buf);
+  }
+
   private rememberCommitted(id: string, buf: Buffer): void {
     const now = Date.now();
     this.committed.set(id, { buf, at: now });

@@ -142,6 +142,6 @@ test('stop: the thread finishes and exits; commits after it are left queued for 
 });
 
 test('a thread that cannot open the spool: start fails with the reason, and no thread is left running', async () => {
-  const bogus = { dir: '/etc/hostname/queue', onCommit: () => () => undefined } as unknown as Spool;
+  const bogus = { dir: '/etc/hostname/queue', onCommit: () => () => undefined, keepCommitted: () => undefined } as unknown as Spool;
   await assert.rejects(startDeliveryThread({ spool: bogus, options, log, logLevel: 'silent' }), /ENOTDIR|not a directory/i);
 });

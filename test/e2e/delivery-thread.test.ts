@@ -14,6 +14,7 @@ import { startDeliveryThread, type DeliveryThreadHandle } from '../../src/delive
 import { createLogger } from '../../src/observability/log.js';
 import { startSink, type Sink } from '../helpers/sink.js';
 import { freePort, tempDir } from '../helpers/net.js';
+import { eventually } from '../helpers/serve.js';
 
 const log = createLogger({ name: 'test', level: 'silent' });
 let data: string;
@@ -25,16 +26,6 @@ let handle: DeliveryThreadHandle | undefined;
 function submit(to: string, subject: string): Promise<string> {
   const env: Envelope = { mailFrom: 'alice@sender.test', rcptTo: [{ address: to }], receivedAt: Date.now() };
   return spool.commit(env, Readable.from([Buffer.from(`From: <alice@sender.test>\r\nTo: <${to}>\r\nSubject: ${subject}\r\n\r\nHello ${subject}\r\n`)]));
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const queued = async () => (await spool.ids('active')).length + (await spool.ids('deferred')).length;
@@ -69,8 +60,8 @@ test('a message committed on the main thread is delivered by the thread: remote 
   await submit('carol@local.test', 'to the maildir');
   const got = await sink.waitForMessages(1);
   assert.ok(got.some((m) => m.text.includes('Subject: to the sink')));
-  await until('the Maildir copy', async () => ((await inMaildir('carol')) === 1 ? true : undefined));
-  await until('an empty queue', async () => ((await queued()) === 0 ? true : undefined));
+  await eventually(async () => ((await inMaildir('carol')) === 1 ? true : undefined), 'the Maildir copy', 20_000);
+  await eventually(async () => ((await queued()) === 0 ? true : undefined), 'an empty queue', 20_000);
 });
 
 test('200 messages committed at once, announced in batches: every one delivered once, queue empty', async () => {
@@ -80,18 +71,18 @@ test('200 messages committed at once, announced in batches: every one delivered 
   const subjects = got.map((m) => /Subject: (batch \d+)/.exec(m.text)?.[1]).filter(Boolean);
   assert.equal(subjects.length, 200);
   assert.equal(new Set(subjects).size, 200, 'no message delivered twice');
-  await until('an empty queue', async () => ((await queued()) === 0 ? true : undefined));
+  await eventually(async () => ((await queued()) === 0 ? true : undefined), 'an empty queue', 20_000);
 });
 
 test('tick and flush cross the thread: a message to a dead host is deferred, flushing it tries again', async () => {
   const id = await submit('dave@down.test', 'deferred');
-  await until('the deferral', async () => ((await spool.locate(id)) === 'deferred' ? true : undefined));
+  await eventually(async () => ((await spool.locate(id)) === 'deferred' ? true : undefined), 'the deferral', 20_000);
   const attempts = async () => (await spool.readStatus(id))?.attempts ?? 0;
   const before = await attempts();
   assert.ok(before >= 1);
   await handle!.flush(id);
   await handle!.tick();
-  await until('a second attempt', async () => ((await attempts()) > before ? true : undefined));
+  await eventually(async () => ((await attempts()) > before ? true : undefined), 'a second attempt', 20_000);
   assert.equal(await spool.locate(id), 'deferred');
   await spool.remove(id, { state: 'deferred' });
 });
@@ -103,11 +94,11 @@ test('a thread that dies is replaced; what was committed while none ran is deliv
   await exited;
   assert.equal(handle!.thread(), undefined, 'no thread between the death and the restart');
   await submit('erin@local.test', 'while no thread ran');
-  await until('a new thread', async () => handle!.thread());
+  await eventually(async () => handle!.thread(), 'a new thread', 20_000);
   assert.notEqual(handle!.thread(), first);
-  await until('the message committed meanwhile', async () => ((await inMaildir('erin')) === 1 ? true : undefined));
+  await eventually(async () => ((await inMaildir('erin')) === 1 ? true : undefined), 'the message committed meanwhile', 20_000);
   await submit('frank@local.test', 'after the restart');
-  await until('a message committed after the restart', async () => ((await inMaildir('frank')) === 1 ? true : undefined));
+  await eventually(async () => ((await inMaildir('frank')) === 1 ? true : undefined), 'a message committed after the restart', 20_000);
 });
 
 test('a restart that fails (the spool cannot be opened for a while) is tried again until a thread runs', async () => {
@@ -125,7 +116,7 @@ test('a restart that fails (the spool cannot be opened for a while) is tried aga
   await fs.rm(queueDir);
   await fs.rename(aside, queueDir);
   await submit('hank@local.test', 'after a failed restart');
-  await until('delivery by a later restart', async () => ((await inMaildir('hank')) === 1 ? true : undefined), 30_000);
+  await eventually(async () => ((await inMaildir('hank')) === 1 ? true : undefined), 'delivery by a later restart', 30_000);
 });
 
 test('stop: the thread finishes and exits; commits after it are left queued for the next start', async () => {
@@ -138,7 +129,7 @@ test('stop: the thread finishes and exits; commits after it are left queued for 
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(await spool.locate(id), 'active', 'nothing delivers after stop');
   handle = await startDeliveryThread({ spool, options, log, logLevel: 'silent' });
-  await until('delivery after a new start', async () => ((await inMaildir('gina')) === 1 ? true : undefined));
+  await eventually(async () => ((await inMaildir('gina')) === 1 ? true : undefined), 'delivery after a new start', 20_000);
 });
 
 test('a thread that cannot open the spool: start fails with the reason, and no thread is left running', async () => {

@@ -1,5 +1,5 @@
 // Builds facteur's C addons (npm runs this on install, or `npm run build:native`): native/authd (authd's socket layer
-// and cache HMAC) and native/spool (the queue's commit job), each with node-gyp in its own folder. Without a C compiler
+// and cache HMAC), native/spool (the queue's commit job) and native/net (the SMTP workers' SO_REUSEPORT sockets), each with node-gyp in its own folder. Without a C compiler
 // or Node's headers it says so and exits 0: facteur then uses its JavaScript paths for them, correct but slower.
 // `--strict` (used by `npm run build:native`) fails instead.
 import { spawnSync } from 'node:child_process';
@@ -11,6 +11,7 @@ const strict = process.argv.includes('--strict');
 const PARTS = [
   { dir: 'authd', what: 'the C socket layer of facteur authd', fallback: 'authd will use node:net (slower)' },
   { dir: 'spool', what: "the queue's C commit job", fallback: 'queue commits will use node:fs calls on the event loop (slower)' },
+  { dir: 'net', what: 'the SO_REUSEPORT socket of the SMTP workers', fallback: 'with [server] workers > 1 the primary will hand each connection to a worker (slower)' },
 ];
 const args = ['rebuild'];
 // npm passes its `nodedir` setting to node-gyp; without one, use the system's headers when present rather than download.

@@ -1,9 +1,9 @@
-// facteur's C addons (native/authd and native/spool, built by npm install): loaded once each, or the reason they cannot
+// facteur's C addons (native/authd, native/spool and native/net, built by npm install): loaded once each, or the reason they cannot
 // be. Callers keep a JavaScript fallback for each, so facteur works where no C compiler was available at install.
 import { createRequire } from 'node:module';
 
 /** Each addon (a target of native/<folder>/binding.gyp) and its folder. */
-const FOLDER = { saslauthd_socket: 'authd', cache_digest: 'authd', spool_commit: 'spool' } as const;
+const FOLDER = { saslauthd_socket: 'authd', cache_digest: 'authd', spool_commit: 'spool', reuseport_socket: 'net' } as const;
 export type AddonName = keyof typeof FOLDER;
 
 const loaded = new Map<string, { binding: unknown } | { error: string }>();

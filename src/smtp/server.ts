@@ -8,6 +8,7 @@ import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerDataStream,
 import type { Logger } from 'pino';
 import { EngineServer, type ListenerPolicy } from './engine.js';
 import { MessageInspector } from './inspect.js';
+import { reusePortHandle, type SharedListen } from './reuseport.js';
 import { splitLogin, type PasswordVerifier } from '../auth/client/index.js';
 import type { Envelope, QueueWriter } from '../queue/types.js';
 import type { AuthResult } from '../auth/types.js';
@@ -36,6 +37,8 @@ export interface SmtpServiceOptions {
   hostname: string;
   localDomains: string[];
   listeners: ListenerConfig[];
+  /** In a worker of a multi-process server: the address of each listener (same order) as its primary reserved it (SO_REUSEPORT). */
+  sharedListen?: SharedListen[];
   tls: { key: string | Buffer; cert: string | Buffer };
   maxMessageSize: number;
   maxRecipients: number;
@@ -121,6 +124,12 @@ interface ConnState {
   session?: SMTPServerSession;
   send(code: number, data: string): void;
   close(): void;
+}
+
+/** A listener that cannot listen, said for its operator: which address, and why in words for the usual causes. */
+export function listenError(l: { kind: ListenerKind; host: string; port: number }, err: NodeJS.ErrnoException): ConfigError {
+  const why = err.code === 'EADDRINUSE' ? 'the address is already in use (another facteur or MTA running?)' : err.code === 'EACCES' ? 'permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)' : err.message;
+  return new ConfigError(`[${l.kind}] cannot listen on ${l.host}:${l.port}: ${why}; stop the other server or change [${l.kind}] listen`, { cause: err });
 }
 
 /** Close one listener gracefully (see RunningSmtp.close). */
@@ -268,20 +277,22 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
       },
     });
     srv.on('error', (err) => log.warn({ err: (err as Error).message, listener: l.kind }, 'smtp connection error'));
+    const shared = o.sharedListen?.[o.listeners.indexOf(l)];
     try {
       await new Promise<void>((resolve, reject) => {
         srv.server.once('error', reject);
-        srv.listen(l.port, l.host.replace(/^\[|\]$/g, ''), () => {
+        const listening = () => {
           srv.server.off('error', reject);
           resolve();
-        });
+        };
+        // A worker of a multi-process server listens on its own SO_REUSEPORT socket on the address its primary fixed.
+        if (shared) srv.server.listen(reusePortHandle(shared), listening);
+        else srv.listen(l.port, l.host.replace(/^\[|\]$/g, ''), listening);
       });
     } catch (err) {
       // Listeners already bound would keep the process alive: close them, then say which address and why.
       await Promise.all(servers.map((x) => new Promise((r) => x.close(() => r(undefined)))));
-      const code = (err as NodeJS.ErrnoException).code;
-      const why = code === 'EADDRINUSE' ? 'the address is already in use (another facteur or MTA running?)' : code === 'EACCES' ? 'permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)' : (err as Error).message;
-      throw new ConfigError(`[${l.kind}] cannot listen on ${l.host}:${l.port}: ${why}; stop the other server or change [${l.kind}] listen`, { cause: err });
+      throw listenError(l, err as NodeJS.ErrnoException);
     }
     const addr = srv.server.address();
     bound.push({ kind: l.kind, host: l.host, port: typeof addr === 'object' && addr ? addr.port : l.port });

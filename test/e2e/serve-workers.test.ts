@@ -1,6 +1,8 @@
-// `bin/facteur serve` with [server] workers = 2: two SMTP worker processes under one primary. Proves the work is
-// shared (both workers answer), that the limits hold over all workers (connections, rate, brute-force penalties),
-// that the primary delivers and serves aggregated /metrics, and that a dead worker is replaced and SIGTERM stops all.
+// `bin/facteur serve` with [server] workers = 2: two SMTP worker processes under one primary, sharing the listeners
+// through node:cluster's round-robin (reuse_port = false: the fallback without the native/net addon; the default,
+// SO_REUSEPORT, is serve-reuseport.test.ts). Round-robin alternates the workers, which the tests below rely on to send
+// connections to both. Proves the work is shared (both workers answer), that the limits hold over all workers
+// (connections, rate, brute-force penalties), that the primary delivers and serves aggregated /metrics, and that a dead worker is replaced and SIGTERM stops all.
 import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
@@ -60,6 +62,7 @@ data_dir = ${JSON.stringify(data)}
 hostname = "mx.test"
 local_domains = ["localhost"]
 workers = 2
+reuse_port = false
 max_connections_per_ip = 3
 [auth]
 backend = "file"

@@ -47,3 +47,27 @@ export async function waitForSocket(target: number | string, timeoutMs = 10_000)
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * The processes that hold IPv4 TCP sockets with local port `port` in a state (`listen`, or `established`), read from
+ * /proc/net/tcp and each process's descriptors (as `ss -tnp` does, without needing iproute2): one pid per socket.
+ */
+export async function socketOwners(port: number, state: 'listen' | 'established', pids: number[]): Promise<number[]> {
+  const code = state === 'listen' ? '0A' : '01';
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const inodes = new Set<string>();
+  for (const line of (await fs.readFile('/proc/net/tcp', 'utf8')).split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length > 9 && f[1].endsWith(`:${hexPort}`) && f[3] === code) inodes.add(f[9]);
+  }
+  const owners: number[] = [];
+  for (const pid of pids) {
+    const fds = await fs.readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+    for (const fd of fds) {
+      const link = await fs.readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+      const m = /^socket:\[(\d+)\]$/.exec(link);
+      if (m && inodes.has(m[1])) owners.push(pid);
+    }
+  }
+  return owners.sort((a, b) => a - b);
+}

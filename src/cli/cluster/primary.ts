@@ -14,8 +14,9 @@ import { queueMetrics } from '../../observability/metrics.js';
 import { LeaseLedger, lendOrRecall } from '../../policy/connlimit.js';
 import { MemoryRateStore } from '../../policy/ratelimit.js';
 import { startDelivery, deliveryOptionsFromConfig, type DeliveryHandle } from '../../delivery/index.js';
-import type { ListenerKind } from '../../smtp/server.js';
-import { openQueue, tlsFiles } from '../commands/serve.js';
+import { listenError, type ListenerKind } from '../../smtp/server.js';
+import { reserveListen, reusePortUnavailable, SHARED_LISTEN_ENV, type SharedListen } from '../../smtp/reuseport.js';
+import { listenersFromConfig, openQueue, tlsFiles } from '../commands/serve.js';
 import { isFacteurMessage, type PrimaryMessage, type WorkerMessage } from './messages.js';
 
 /** The number of SMTP worker processes a configuration asks for (0: one per CPU core). */
@@ -45,6 +46,27 @@ export interface RunningPrimary {
   stopAll(): Promise<void>;
 }
 
+/**
+ * [server] reuse_port with the native/net addon: check and reserve every listener's address (see reserveListen), in
+ * serve()'s listener order. Undefined when the workers are to share the listeners through node:cluster's round-robin.
+ */
+async function reserveListeners(cfg: ConfigValues, log: Logger): Promise<(SharedListen & { release(): void })[] | undefined> {
+  if (!cfg.server.reuse_port) return undefined;
+  const missing = reusePortUnavailable();
+  if (missing) {
+    log.warn({ reason: missing }, 'SO_REUSEPORT unavailable: the primary will hand each connection to a worker');
+    return undefined;
+  }
+  const out: (SharedListen & { release(): void })[] = [];
+  try {
+    for (const l of listenersFromConfig(cfg)) out.push(await reserveListen(l.kind, l.host, l.port).catch((err: NodeJS.ErrnoException) => Promise.reject(listenError(l, err))));
+  } catch (err) {
+    for (const r of out) r.release();
+    throw err;
+  }
+  return out;
+}
+
 /** Longest wait for every worker to report ready at start (a worker that fails says why, and start stops at once). */
 const START_TIMEOUT_MS = 60_000;
 const RESPAWN_DELAY_MS = 1_000;
@@ -56,7 +78,16 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
   const dataDir = path.resolve(s.data_dir as string);
   // Once, before forking: N workers must not race to generate the certificate, and only one process may own the queue.
   await tlsFiles(cfg, dataDir, (s.hostname as string) || os.hostname(), log);
-  const spool = await openQueue(cfg, log);
+  // With SO_REUSEPORT each worker listens on its own socket; the primary checks the addresses and holds them meanwhile.
+  const reserved = await reserveListeners(cfg, log);
+  let spool: Awaited<ReturnType<typeof openQueue>>;
+  try {
+    spool = await openQueue(cfg, log);
+  } catch (err) {
+    for (const r of reserved ?? []) r.release();
+    throw err;
+  }
+  const workerEnv = reserved ? { [SHARED_LISTEN_ENV]: JSON.stringify(reserved.map(({ kind, host, port }) => ({ kind, host, port }))) } : {};
   let delivery: DeliveryHandle | undefined;
   // Connection places lent to the workers (see LeaseLedger); a dead worker's come back at once.
   const ledger = new LeaseLedger(s.max_connections as number, s.max_connections_per_ip as number, o.workers);
@@ -137,7 +168,7 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
   };
 
   const fork = () => {
-    const w = cluster.fork();
+    const w = cluster.fork(workerEnv);
     w.on('message', (m: unknown) => onMessage(w, m));
     w.on('error', (err: Error) => log.debug({ worker: w.id, err: err.message }, 'smtp worker channel error'));
     w.on('exit', (code, signal) => {
@@ -188,6 +219,7 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
   } catch (err) {
     await stopWorkers();
     await spool.close();
+    for (const r of reserved ?? []) r.release();
     throw err;
   }
 
@@ -227,6 +259,7 @@ export async function startPrimary(o: PrimaryOptions): Promise<RunningPrimary> {
       await stopWorkers();
       await delivery?.stop();
       await spool.close();
+      for (const r of reserved ?? []) r.release();
     },
   };
 }

@@ -16,6 +16,7 @@ import { createLogger, type Logger } from '../../observability/log.js';
 import { parseSenderMap, SenderPolicy, type SenderMap } from '../../policy/sender.js';
 import { PenaltyBox } from '../../policy/penalty.js';
 import { startSmtpService, type ConnectionAdmission, type ListenerConfig, type ListenerKind, type RunningSmtp } from '../../smtp/server.js';
+import type { SharedListen } from '../../smtp/reuseport.js';
 import type { QueueWriter } from '../../queue/types.js';
 import { Spool } from '../../queue/spool.js';
 import { startDelivery, startDeliveryThread, deliveryOptionsFromConfig, queueDirFromConfig, type DeliveryHandle, type DeliveryResult } from '../../delivery/index.js';
@@ -83,6 +84,8 @@ export interface SharedState {
   onLearn(login: string, addresses: readonly string[]): void;
   /** serve() hands over its sender policy, so that addresses learned by the other workers reach it. */
   attachSender(sender: SenderPolicy): void;
+  /** Each listener's address as the primary reserved it, when the workers listen with SO_REUSEPORT (else round-robin). */
+  listen?: SharedListen[];
 }
 
 export interface Served extends RunningSmtp {
@@ -97,6 +100,18 @@ export interface Served extends RunningSmtp {
   /** The /metrics and /health endpoint, when [metrics] listen is set. */
   observability?: ObservabilityServer;
   stopAll(): Promise<void>;
+}
+
+/** The enabled listeners, in the order [inbound], [submission], [submissions] and each one's listen list. */
+export function listenersFromConfig(cfg: ConfigValues): ListenerConfig[] {
+  const listeners: ListenerConfig[] = [];
+  for (const kind of ['inbound', 'submission', 'submissions'] as ListenerKind[]) {
+    const l = cfg[kind];
+    if (!l.enabled) continue;
+    for (const addr of l.listen as string[]) listeners.push({ kind, ...hostPort(addr), authRequired: l.auth === 'required', starttls: l.starttls as boolean });
+  }
+  if (!listeners.length) throw new ConfigError('no listener enabled: set enabled = true in [inbound], [submission] or [submissions]');
+  return listeners;
 }
 
 function hostPort(v: string): { host: string; port: number } {
@@ -198,13 +213,12 @@ export async function serve(o: ServeOptions): Promise<Served> {
   const hostname = (s.hostname as string) || os.hostname();
   const tls = await tlsFiles(cfg, dataDir, hostname, log);
   const v: VerifierSetup = o.verifier ? { verifier: o.verifier, mechList: (cfg.auth.mech_list as string[]).map((m) => m.toUpperCase()), joinRealm: true } : await makeVerifier(cfg, dataDir, log);
-  const listeners: ListenerConfig[] = [];
-  for (const kind of ['inbound', 'submission', 'submissions'] as ListenerKind[]) {
-    const l = cfg[kind];
-    if (!l.enabled) continue;
-    for (const addr of l.listen as string[]) listeners.push({ kind, ...hostPort(addr), authRequired: l.auth === 'required', starttls: l.starttls as boolean });
+  const listeners = listenersFromConfig(cfg);
+  const sharedListen = o.shared?.listen;
+  // The primary reserved these from the configuration it started with; a worker whose file has changed since cannot follow.
+  if (sharedListen && (sharedListen.length !== listeners.length || sharedListen.some((x, i) => x.kind !== listeners[i].kind))) {
+    throw new ConfigError('the listeners in the configuration file changed since facteur started; restart it to apply them');
   }
-  if (!listeners.length) throw new ConfigError('no listener enabled: set enabled = true in [inbound], [submission] or [submissions]');
   const spool = o.queue ? undefined : await openQueue(cfg, log);
   const q = { queue: o.queue ?? (spool as QueueWriter) };
   const deliveryOptions = () => deliveryOptionsFromConfig(cfg as Record<string, Record<string, unknown>>);
@@ -274,6 +288,7 @@ export async function serve(o: ServeOptions): Promise<Served> {
       authBackendName: (cfg.auth.cyrus_config ? 'saslauthd' : (cfg.auth.backend as string)) || 'saslauthd',
       shutdownTimeoutMs: o.shutdownTimeoutMs,
       admission: o.shared?.admission,
+      sharedListen,
     });
   } catch (err) {
     await rl?.close();

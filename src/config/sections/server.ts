@@ -18,5 +18,6 @@ export const server = defineSection('server', 'The SMTP server as a whole', {
   vrfy: { type: 'boolean', default: false, doc: 'Answer VRFY (with 252, never revealing users); off: 502 5.5.1' },
   bare_newline: { type: 'string', default: 'reject', oneOf: ['reject', 'normalize'], doc: 'Message lines ending in bare LF or CR: reject (550 5.5.2) or normalize to CRLF' },
   workers: { type: 'integer', default: 1, doc: 'SMTP worker processes sharing the listeners (0: one per CPU core). Above 1, a primary process keeps the queue, delivery, /metrics and the connection, rate and brute-force counters of all workers', check: (v: unknown) => ((v as number) >= 0 && (v as number) <= 64 ? undefined : 'must be 0 (one per core) to 64') },
+  reuse_port: { type: 'boolean', default: true, doc: 'With workers above 1: each worker listens on its own socket (SO_REUSEPORT) and the kernel spreads new connections over them. Off, or without the native/net addon: the primary accepts every connection and passes it to a worker (node:cluster round-robin), which costs the primary CPU per connection' },
   log_level: { type: 'string', default: 'info', oneOf: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'Log level (JSON lines on stderr)' },
 });

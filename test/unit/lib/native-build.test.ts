@@ -1,4 +1,4 @@
-// The install-time build of facteur's C addons (native/build.mjs: authd's, the spool's), on a copy of the sources: it
+// The install-time build of facteur's C addons (native/build.mjs: authd's, the spool's, the SMTP workers' socket), on a copy of the sources: it
 // succeeds where a C compiler is present, and where the compiler fails it says so and lets `npm ci` go on (exit 0),
 // while `npm run build:native` (--strict) fails. The addons the other tests use are never touched.
 import { test, before, after } from 'node:test';
@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { tempDir } from '../../helpers/net.js';
 
 const SOURCES = path.resolve(import.meta.dirname, '../../../native');
-const FILES = ['build.mjs', 'authd/binding.gyp', 'authd/socket.c', 'authd/digest.c', 'spool/binding.gyp', 'spool/commit.c'];
+const FILES = ['build.mjs', 'authd/binding.gyp', 'authd/socket.c', 'authd/digest.c', 'spool/binding.gyp', 'spool/commit.c', 'net/binding.gyp', 'net/reuseport.c'];
 let dir: string;
 
 before(async () => {
@@ -29,7 +29,7 @@ function build(env: Record<string, string>, ...args: string[]) {
   return spawnSync(process.execPath, [path.join(dir, 'build.mjs'), ...args], { cwd: dir, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 120_000 });
 }
 
-test('with a C compiler: the three addons are built and load', () => {
+test('with a C compiler: the four addons are built and load', () => {
   const r = build({}, '--strict');
   assert.equal(r.status, 0, r.stderr);
   const load = createRequire(import.meta.url);
@@ -39,6 +39,8 @@ test('with a C compiler: the three addons are built and load', () => {
   for (const f of ['listen', 'reply', 'close']) assert.equal(typeof socket[f], 'function', f);
   for (const f of ['createKey', 'digest', 'matches']) assert.equal(typeof digest[f], 'function', f);
   assert.equal(typeof commit.writeFile, 'function');
+  const reuseport = load(path.join(dir, 'net/build/Release/reuseport_socket.node')) as Record<string, unknown>;
+  for (const f of ['bind', 'boundPort', 'close']) assert.equal(typeof reuseport[f], 'function', f);
 });
 
 test('when the compiler fails: npm install goes on with a sentence (exit 0), build:native fails (exit 1)', () => {
@@ -47,6 +49,7 @@ test('when the compiler fails: npm install goes on with a sentence (exit 0), bui
   assert.equal(soft.status, 0, soft.stderr);
   assert.match(soft.stderr, /the C socket layer of facteur authd was not built \(node-gyp exited with \d+\); authd will use node:net \(slower\)/);
   assert.match(soft.stderr, /the queue's C commit job was not built \(node-gyp exited with \d+\); queue commits will use node:fs calls on the event loop \(slower\)/);
+  assert.match(soft.stderr, /the SO_REUSEPORT socket of the SMTP workers was not built \(node-gyp exited with \d+\); with \[server\] workers > 1 the primary will hand each connection to a worker \(slower\)/);
   const strict = build(broken, '--strict');
   assert.equal(strict.status, 1);
 });

@@ -431,6 +431,8 @@ export type CommitLayer = 'native' | 'node';
  */
 export function commitLayer(wanted: string | undefined = process.env.FACTEUR_SPOOL_COMMIT): { layer: CommitLayer; job?: CommitJob; why?: string } {
   if (wanted === 'node') return { layer: 'node' };
+  // A typo must not quietly pick a layer: refused, as FACTEUR_AUTHD_SOCKET_LAYER is.
+  if (wanted !== undefined && wanted !== 'native' && wanted !== 'auto') throw new FacteurError('ECONFIG', `FACTEUR_SPOOL_COMMIT=${wanted}: expected native, node or auto`);
   const addon = nativeAddon<CommitJob>('spool_commit');
   if ('binding' in addon) return { layer: 'native', job: addon.binding };
   if (wanted === 'native') throw new FacteurError('ENATIVE', `FACTEUR_SPOOL_COMMIT=native but ${addon.error}`);

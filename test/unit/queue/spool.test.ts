@@ -11,6 +11,14 @@ import { tempDir } from '../../helpers/net.js';
 
 const env = (rcpts = ['bob@example.org']): Envelope => ({ mailFrom: 'alice@example.com', rcptTo: rcpts.map((address) => ({ address })), receivedAt: Date.now() });
 
+test('FACTEUR_SPOOL_COMMIT with another value than native, node or auto is refused, not read as auto', async () => {
+  assert.throws(() => commitLayer('nodee'), /FACTEUR_SPOOL_COMMIT=nodee: expected native, node or auto/);
+  assert.throws(() => commitLayer(''), /FACTEUR_SPOOL_COMMIT=: expected/);
+  assert.equal(commitLayer('auto').layer, 'native');
+  assert.equal(commitLayer(undefined).layer, 'native');
+  await assert.rejects(Spool.open(await tempDir(), { commitLayer: 'NATIVE' as CommitLayer }), /expected native, node or auto/);
+});
+
 for (const layer of ['native', 'node'] as CommitLayer[]) describe(`commit layer ${layer}`, () => {
   const open = (dir: string, o: SpoolOpenOptions = {}) => Spool.open(dir, { ...o, commitLayer: layer });
   test('the layer asked for is the one used (the C job is built by npm install)', async () => {

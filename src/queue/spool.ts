@@ -301,8 +301,9 @@ const COMMITTED_MAX_AGE_MS = 60_000;
  * that waits whenever the blocks it changes are being written by a journal commit (which every fsync forces): measured
  * at ~300 µs per message on the event loop with one message per connection (smtp-source). Opening an existing file
  * changes nothing on disk. The files are closed once created (a spool with files open for writing could not be
- * remounted read-only). A file taken is replaced at once; when none is ready (first commits, a burst), commit()
- * creates its own, asynchronously.
+ * remounted read-only). A file taken is replaced at once: by the C commit job that took it, in the same trip to the
+ * thread pool (reserve/created), else by a creation of its own here (take). When none is ready (first commits, a
+ * burst), commit() creates its own file, on the thread pool.
  */
 class SpareFiles {
   private readonly ready: string[] = [];
@@ -310,10 +311,28 @@ class SpareFiles {
   private closed = false;
   constructor(private readonly dir: string) {}
 
-  take(): string | undefined {
+  /** A ready file, or undefined; `refill` (default) starts creating its replacement at once. */
+  take(refill = true): string | undefined {
     const spare = this.ready.pop();
-    this.refill();
+    if (refill) this.refill();
     return spare;
+  }
+
+  /**
+   * For the C commit job, which creates the next spare in its own trip to the thread pool: a name for it while the
+   * pool is below its target, else undefined. created() must follow, with whether the job made the file.
+   */
+  reserve(): string | undefined {
+    if (this.closed || this.ready.length + this.creating >= SPARE_TARGET) return undefined;
+    this.creating++;
+    return path.join(this.dir, `${SPARE_PREFIX}${randomHex(9)}`);
+  }
+
+  created(file: string, made: boolean): void {
+    this.creating--;
+    if (!made) return;
+    if (this.closed) void fsp.rm(file, { force: true }).catch(() => undefined);
+    else this.ready.push(file);
   }
 
   /** Create files up to the target. A failure (disk full, read-only) is not retried here: the next take() tries again. */
@@ -417,9 +436,14 @@ export interface SpoolOpenOptions {
   commitLayer?: CommitLayer;
 }
 
+/** CommitJob.writeFile's flags. */
+export const COMMIT_USED_SPARE = 1;
+export const COMMIT_MADE_SPARE = 2;
+
 /** The C commit job (native/spool/commit.c): open the spare (or create), write, fdatasync, close, rename, on the thread pool. */
 export interface CommitJob {
-  writeFile(spare: string | null, create: string, dest: string, data: Buffer): Promise<boolean>;
+  /** Resolves with flags: COMMIT_USED_SPARE, COMMIT_MADE_SPARE (nextSpare created, empty); a rejection's madeSpare says the latter. */
+  writeFile(spare: string | null, create: string, dest: string, data: Buffer, nextSpare?: string | null): Promise<number>;
 }
 export type CommitLayer = 'native' | 'node';
 
@@ -723,7 +747,17 @@ export class Spool implements QueueWriter {
         if (!fh && this.commitJob) {
           // A message under 64 KB (most mail), by the C job: the spare file (or a new one) written, synced, closed and
           // renamed into active/ in one trip to the thread pool; on failure it has removed the file.
-          await this.commitJob.writeFile(this.takeSpare() ?? null, tmp, this.fileOf('active', id), rest);
+          // The job also creates the spare file a later commit takes, so the pool needs no trips of its own.
+          const spares = (this.spares ??= new SpareFiles(this.dirOf('incoming')));
+          const spare = spares.take(false);
+          const next = spares.reserve();
+          try {
+            const flags = await this.commitJob.writeFile(spare ?? null, tmp, this.fileOf('active', id), rest, next ?? null);
+            if (next) spares.created(next, (flags & COMMIT_MADE_SPARE) !== 0);
+          } catch (err) {
+            if (next) spares.created(next, (err as { madeSpare?: boolean }).madeSpare === true);
+            throw err;
+          }
           if (this.keepCommittedOn) keep = rest;
         } else {
           if (fh) await write(fh, rest, false);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { nativeAddon } from '../../../src/lib/native.js';
-import type { CommitJob } from '../../../src/queue/spool.js';
+import { COMMIT_MADE_SPARE, COMMIT_USED_SPARE, type CommitJob } from '../../../src/queue/spool.js';
 import { tempDir } from '../../helpers/net.js';
 
 const addon = nativeAddon<CommitJob>('spool_commit');
@@ -18,19 +18,42 @@ test('a spare file is used, written, renamed to its destination with the exact b
   const dir = await tempDir();
   const spare = path.join(dir, 'spare-1');
   await fs.writeFile(spare, '', { mode: 0o600 });
-  assert.equal(await job.writeFile(spare, path.join(dir, 'new'), path.join(dir, 'dest'), bytes), true);
+  assert.equal(await job.writeFile(spare, path.join(dir, 'new'), path.join(dir, 'dest'), bytes), COMMIT_USED_SPARE);
   assert.deepEqual(await fs.readFile(path.join(dir, 'dest')), bytes);
   assert.deepEqual((await fs.readdir(dir)).sort(), ['dest']);
 });
 
 test('no spare, or a spare gone: the file is created with mode 0600', async () => {
   const dir = await tempDir();
-  assert.equal(await job.writeFile(null, path.join(dir, 'a'), path.join(dir, 'dest-a'), bytes), false);
-  assert.equal(await job.writeFile(path.join(dir, 'spare-gone'), path.join(dir, 'b'), path.join(dir, 'dest-b'), Buffer.alloc(0)), false);
+  assert.equal(await job.writeFile(null, path.join(dir, 'a'), path.join(dir, 'dest-a'), bytes), 0);
+  assert.equal(await job.writeFile(path.join(dir, 'spare-gone'), path.join(dir, 'b'), path.join(dir, 'dest-b'), Buffer.alloc(0)), 0);
   assert.equal((await fs.stat(path.join(dir, 'dest-a'))).mode & 0o777, 0o600);
   assert.deepEqual(await fs.readFile(path.join(dir, 'dest-a')), bytes);
   assert.equal((await fs.stat(path.join(dir, 'dest-b'))).size, 0);
   assert.deepEqual((await fs.readdir(dir)).sort(), ['dest-a', 'dest-b']);
+});
+
+test('the next spare is made in the same job: empty, mode 0600; an existing name is never taken over', async () => {
+  const dir = await tempDir();
+  const next = path.join(dir, 'spare-next');
+  assert.equal(await job.writeFile(null, path.join(dir, 'a'), path.join(dir, 'dest-a'), bytes, next), COMMIT_MADE_SPARE);
+  const st = await fs.stat(next);
+  assert.equal(st.size, 0);
+  assert.equal(st.mode & 0o777, 0o600);
+  // It is the spare of the next commit.
+  assert.equal(await job.writeFile(next, path.join(dir, 'b'), path.join(dir, 'dest-b'), bytes, path.join(dir, 'spare-3')), COMMIT_USED_SPARE | COMMIT_MADE_SPARE);
+  assert.deepEqual(await fs.readFile(path.join(dir, 'dest-b')), bytes);
+  // A name already there (O_EXCL): not made, and its content untouched; the commit itself succeeds.
+  await fs.writeFile(path.join(dir, 'occupied'), 'mine');
+  assert.equal(await job.writeFile(null, path.join(dir, 'c'), path.join(dir, 'dest-c'), bytes, path.join(dir, 'occupied')), 0);
+  assert.equal(await fs.readFile(path.join(dir, 'occupied'), 'utf8'), 'mine');
+  // A spare that cannot be made (no such folder) fails nothing.
+  assert.equal(await job.writeFile(null, path.join(dir, 'd'), path.join(dir, 'dest-d'), bytes, path.join(dir, 'nope', 'spare')), 0);
+  assert.deepEqual((await fs.readdir(dir)).sort(), ['dest-a', 'dest-b', 'dest-c', 'dest-d', 'occupied', 'spare-3']);
+  // A commit that fails after the spare was made says so (the caller keeps it for later).
+  const kept = path.join(dir, 'spare-4');
+  await assert.rejects(job.writeFile(null, path.join(dir, 'e'), path.join(dir, 'missing', 'dest'), bytes, kept), (e: NodeJS.ErrnoException & { madeSpare?: boolean }) => e.syscall === 'rename' && e.madeSpare === true);
+  assert.equal((await fs.stat(kept)).size, 0);
 });
 
 test('failures reject like node:fs (code, syscall) and leave nothing behind', async () => {
@@ -54,4 +77,6 @@ test('bad arguments throw a TypeError at once (nothing queued)', () => {
   assert.throws(() => call(1, '/tmp/x', '/tmp/y', Buffer.alloc(1)), TypeError);
   assert.throws(() => call(null, '/tmp/x'), TypeError);
   assert.throws(() => call(null, '/tmp/x\0/../etc/y', '/tmp/y', Buffer.alloc(1)), TypeError, 'a NUL byte in a path is refused, not cut');
+  assert.throws(() => call(null, '/tmp/x', '/tmp/y', Buffer.alloc(1), 7), TypeError, 'nextSpare: a string or null');
+  assert.throws(() => call(null, '/tmp/x', '/tmp/y', Buffer.alloc(1), '/tmp/s\0x'), TypeError, 'a NUL byte in nextSpare is refused');
 });

@@ -66,7 +66,7 @@ const FROM = 'sender@example.net';
 const TO = `postmaster@${DOMAIN}`;
 const CELL_MS = QUICK ? 3000 : 5000;
 const SPOOL_N = QUICK ? 300 : 1000;
-const SOURCE_N = QUICK ? 600 : 2000;
+const SOURCE_N = QUICK ? 600 : 4000;
 const E2E_N = QUICK ? 1000 : 4000;
 const E2E_SESSIONS = 16;
 const E2E_WARMUP = QUICK ? 500 : 2000;
@@ -305,9 +305,10 @@ async function enqueueCells(root: string, gen: Generator): Promise<Row[]> {
     for (const s of servers) {
       const w = await gen.sessions({ port: s.port, submission: false, from: FROM, to: TO, concurrency: 8, messagesPerConnection: 10, durationMs: 1500, bodyBytes: BODY, timeoutMs: 30_000 });
       // The smtp-source cells churn connections at a rate the Node generator's warm-up does not: warm that path too,
-      // or facteur's first smtp-source cell measures its JIT compiling it (as bench:smtp warms up per scenario).
-      const failed = await smtpSource(s.port, 8, 1000);
-      log(`  warm-up ${s.name}: ${w.ok} messages, then 1000 by smtp-source${failed ? ` (${failed})` : ''}`);
+      // or facteur's first smtp-source cell measures its JIT compiling it. As many as bench:smtp and the end-to-end
+      // warm-up (2,000: after 1,000, V8's compiler threads still took CPU in the first cell, 1.34 vs 0.86 ms/msg at 32).
+      const failed = await smtpSource(s.port, 8, E2E_WARMUP);
+      log(`  warm-up ${s.name}: ${w.ok} messages, then ${E2E_WARMUP} by smtp-source${failed ? ` (${failed})` : ''}`);
     }
     for (const c of CONCURRENCY) {
       for (const s of servers) {

@@ -14,7 +14,7 @@ import { FACTEUR, startFacteur, type RunningDaemon } from './lib/daemons.js';
 import { treeCpuMs, machineBusyMs, quietWaiter, processTree } from './lib/procstat.js';
 import { machineInfo, textTable, markdownTable } from './lib/report.js';
 import { startBenchPostfix, type BenchPostfix } from './smtp/postfix.js';
-import type { SessionSpec } from './smtp/client.js';
+import type { SessionResult, SessionSpec } from './smtp/client.js';
 import { Generator, exited, reapedChildrenMs, withNofile } from './smtp/generator.js';
 
 const run = promisify(execFile);
@@ -22,6 +22,8 @@ const argv = process.argv.slice(2);
 const QUICK = argv.includes('--quick');
 const WRITE_DOC = !argv.includes('--no-doc');
 const CELL_MS = QUICK ? 3000 : 6000;
+/** Rounds per cell, taking turns between the servers (see inRounds). */
+const ROUNDS = QUICK ? 1 : 3;
 const WARMUP_MS = QUICK ? 1000 : 2000;
 /** Messages sent by smtp-source to each server, unmeasured, before the smtp-source cells. */
 const SOURCE_WARMUP = QUICK ? 500 : 2000;
@@ -223,6 +225,49 @@ async function measured<T>(
   };
 }
 
+type Measured<T> = Awaited<ReturnType<typeof measured<T>>>;
+
+/** Rounds of one cell, as one measurement: times and CPU added up, shares recomputed over the total time. */
+function mergeMeasured<T>(parts: Measured<T>[], value: T): Measured<T> {
+  const ms = parts.reduce((a, p) => a + p.ms, 0);
+  const cpuMs = (k: keyof Measured<T>['cpu']) => parts.reduce((a, p) => a + (p.cpu[k] * p.ms) / 100, 0);
+  const share = (d: number) => Math.round((d / ms) * 100);
+  return {
+    value,
+    ms,
+    serverCpuMs: parts.reduce((a, p) => a + p.serverCpuMs, 0),
+    loopCpuMs: parts.reduce((a, p) => a + p.loopCpuMs, 0),
+    cpu: { server: share(cpuMs('server')), loop: share(cpuMs('loop')), authd: share(cpuMs('authd')), gen: share(cpuMs('gen')), machine: share(cpuMs('machine')) },
+  };
+}
+
+function mergeSessions(parts: SessionResult[]): SessionResult {
+  const errors: Record<string, number> = {};
+  for (const p of parts) for (const [k, n] of Object.entries(p.errors)) errors[k] = (errors[k] ?? 0) + n;
+  return {
+    elapsedMs: parts.reduce((a, p) => a + p.elapsedMs, 0),
+    ok: parts.reduce((a, p) => a + p.ok, 0),
+    sessions: parts.reduce((a, p) => a + p.sessions, 0),
+    errors,
+    latencies: parts.flatMap((p) => p.latencies).sort((a, b) => a - b),
+    setups: parts.flatMap((p) => p.setups).sort((a, b) => a - b),
+  };
+}
+
+/**
+ * A cell run on every server in ROUNDS rounds that take turns (A B, B A, A B…), each round 1/ROUNDS of the cell: this
+ * VM's CPU speed swings by up to 2× within seconds (a fixed CPU-bound loop took 0.58 to 1.25 s from one run to the
+ * next), so a cell measured on one server and then on the other compares the machine's moods as much as the servers.
+ */
+async function inRounds<T>(servers: Server[], run: (s: Server, round: number) => Promise<Measured<T>>): Promise<Map<Server, Measured<T>[]>> {
+  const parts = new Map<Server, Measured<T>[]>(servers.map((s) => [s, []]));
+  for (let r = 0; r < ROUNDS; r++) {
+    const order = r % 2 ? [...servers].reverse() : servers;
+    for (const s of order) parts.get(s)!.push(await run(s, r));
+  }
+  return parts;
+}
+
 function perMessage(server: Server, m: { serverCpuMs: number; loopCpuMs: number; cpu: { loop: number } }, ok: number): Pick<Row, 'cpuPerMsg' | 'loopCpu' | 'loopPerMsg'> {
   const isFacteur = server.name.startsWith('facteur');
   return {
@@ -243,8 +288,13 @@ const kinds = (e: Record<string, number>) =>
     .map(([k, n]) => `${n}× ${k}`)
     .join('; ');
 
-async function sessionCell(gen: Generator, server: Server, authd: RunningDaemon, scenario: string, submission: boolean, concurrency: number): Promise<Row> {
-  const m = await measured(server, authd, gen.proc.pid, () => gen.sessions(spec(server, submission, concurrency, CELL_MS)));
+/** One Node-generator cell on every server, in rounds (see inRounds); a row per server. */
+async function sessionCells(gen: Generator, servers: Server[], authd: RunningDaemon, scenario: string, submission: boolean, concurrency: number): Promise<Row[]> {
+  const parts = await inRounds(servers, (s) => measured(s, authd, gen.proc.pid, () => gen.sessions(spec(s, submission, concurrency, CELL_MS / ROUNDS))));
+  return servers.map((s) => sessionRow(s, mergeMeasured(parts.get(s)!, mergeSessions(parts.get(s)!.map((p) => p.value))), scenario, concurrency));
+}
+
+function sessionRow(server: Server, m: Measured<SessionResult>, scenario: string, concurrency: number): Row {
   const r = m.value;
   const errors = Object.values(r.errors).reduce((a, b) => a + b, 0);
   const row: Row = {
@@ -268,10 +318,10 @@ async function sessionCell(gen: Generator, server: Server, authd: RunningDaemon,
   return row;
 }
 
-/** Postfix's smtp-source: SESSIONS parallel sessions, one message per connection, MESSAGES in all. */
-async function smtpSourceCell(server: Server, authd: RunningDaemon, sessions: number, messages: number): Promise<Row> {
+/** One run of Postfix's smtp-source: SESSIONS parallel sessions, one message per connection, MESSAGES in all; '' or why it failed. */
+async function smtpSourceRun(server: Server, authd: RunningDaemon, sessions: number, messages: number) {
   const args = ['-s', String(sessions), '-m', String(messages), '-l', String(BODY), '-f', INBOUND_FROM, '-t', INBOUND_TO, `127.0.0.1:${server.inboundPort}`];
-  const m = await measured(server, authd, undefined, async () => {
+  return measured(server, authd, undefined, async () => {
     try {
       await run('/usr/sbin/smtp-source', args, { timeout: 120_000 });
       return '';
@@ -280,6 +330,19 @@ async function smtpSourceCell(server: Server, authd: RunningDaemon, sessions: nu
       return (e.stderr || e.message).trim().split('\n').slice(-1)[0] ?? 'failed';
     }
   });
+}
+
+/** The smtp-source cell on every server, in rounds (see inRounds); MESSAGES per server over all rounds. */
+async function smtpSourceCells(servers: Server[], authd: RunningDaemon, sessions: number, messagesOf: (s: Server) => number): Promise<Row[]> {
+  const perRound = (s: Server) => Math.max(100, Math.round(messagesOf(s) / ROUNDS));
+  const parts = await inRounds(servers, (s) => smtpSourceRun(s, authd, sessions, perRound(s)));
+  return servers.map((s) => {
+    const ps = parts.get(s)!;
+    return smtpSourceRow(s, mergeMeasured(ps, ps.map((p) => p.value).find((f) => f) ?? ''), sessions, perRound(s) * ROUNDS);
+  });
+}
+
+function smtpSourceRow(server: Server, m: Measured<string>, sessions: number, messages: number): Row {
   const failed = m.value;
   const row: Row = {
     scenario: 'inbound, smtp-source (1 msg/conn)',
@@ -401,7 +464,7 @@ function render(rows: Row[], idle: IdleRow[], info: ReturnType<typeof machineInf
     '',
     `- Machine: ${info.cpu}, ${info.cores} cores, ${info.ramGiB} GiB RAM, ${info.kernel}`,
     `- Node ${info.node}, Postfix ${v.postfix}, ${v.openssl}, ${info.cyrus} (libsasl client side of Postfix)`,
-    `- ${CELL_MS / 1000} s per cell after a ${WARMUP_MS / 1000} s warm-up per server and scenario; message body ${BODY} bytes (plus ~300 bytes of headers); ${MSGS_PER_CONN} messages per connection for the Node generator; idle test: ${IDLE} connections.`,
+    `- ${CELL_MS / 1000} s per cell and server, in ${ROUNDS} rounds taking turns between the servers, after a ${WARMUP_MS / 1000} s warm-up per server and scenario; message body ${BODY} bytes (plus ~300 bytes of headers); ${MSGS_PER_CONN} messages per connection for the Node generator; idle test: ${IDLE} connections.`,
     '',
     markdownTable(head, body),
     '',
@@ -494,8 +557,8 @@ async function main(): Promise<void> {
     ] as const) {
       log(`${scenario}:`);
       for (const s of servers) await gen.sessions(spec(s, submission, 8, WARMUP_MS));
-      // Interleaved (facteur, Postfix, facteur, …) so that queue growth and machine drift touch both alike.
-      for (const c of CONCURRENCY) for (const s of servers) rows.push(await sessionCell(gen, s, authd, scenario, submission, c));
+      // Each cell in rounds that take turns between the servers, so that queue growth and machine drift touch all alike.
+      for (const c of CONCURRENCY) rows.push(...(await sessionCells(gen, servers, authd, scenario, submission, c)));
     }
     log('inbound, smtp-source:');
     // One message per connection churns code paths (accept, greeting, reset, close) at a rate the Node generator's
@@ -507,12 +570,12 @@ async function main(): Promise<void> {
       }
     }
     for (const sessions of ONLY === 'idle' ? [] : [8, 32]) {
-      for (const s of servers) {
-        // As many messages as the Node generator moved in one cell at this concurrency, so each run lasts about a cell.
+      // As many messages as the Node generator moved in half a cell at this concurrency, so each lasts about half a cell.
+      const messagesOf = (s: Server) => {
         const ref = rows.find((r) => r.scenario === 'inbound, plain (Node)' && r.server === s.name && r.concurrency === sessions);
-        const messages = Math.max(200, Math.round(((ref?.mps ?? 100) * CELL_MS) / 1000 / 2));
-        rows.push(await smtpSourceCell(s, authd, sessions, messages));
-      }
+        return Math.max(200, Math.round(((ref?.mps ?? 100) * CELL_MS) / 1000 / 2));
+      };
+      rows.push(...(await smtpSourceCells(servers, authd, sessions, messagesOf)));
     }
     log(`Postfix hold queue: ${await pf.held()} messages`);
     log('idle connections:');

@@ -20,6 +20,7 @@ import { parseSenderMap } from '../policy/sender.js';
 import { parseListen } from '../observability/http.js';
 import { queueDirFromConfig } from '../delivery/index.js';
 import { commitLayer } from '../queue/spool.js';
+import { reusePortUnavailable } from '../smtp/reuseport.js';
 import { UdpSecureResolver } from '../delivery/dnssec.js';
 
 export type { Finding };
@@ -60,6 +61,7 @@ export async function checkServeConfig(file: string, o: CheckServeOptions = {}):
   f.push(...(await checkAuth(cfg)));
   f.push(...(await checkDirectories(cfg)));
   f.push(checkCommitLayer(env));
+  f.push(...checkWorkers(cfg));
   f.push(...(await checkDelivery(cfg)));
   if (cfg.delivery) f.push(...checkDane(cfg));
   f.push(...(await checkPolicyFiles(cfg)));
@@ -122,6 +124,19 @@ async function loadEveryKey(text: string, file: string, env: NodeJS.ProcessEnv, 
     f.push(error(`${(err as Error).message}: fix or unset that environment variable`));
     return undefined;
   }
+}
+
+/**
+ * With [server] workers > 1: how the workers share the listeners: each on its own SO_REUSEPORT socket (native/net),
+ * or through the primary (reuse_port = false, or the addon not built: a warning, since it costs the primary CPU per
+ * connection). `unavailable` is reusePortUnavailable()'s answer (tests pass their own).
+ */
+export function checkWorkers(cfg: ConfigValues, unavailable: string | undefined = reusePortUnavailable()): Finding[] {
+  const n = Number(cfg.server.workers ?? 1) === 0 ? Math.max(1, os.availableParallelism()) : Number(cfg.server.workers ?? 1);
+  if (n <= 1) return [];
+  if (!cfg.server.reuse_port) return [ok(`[server] workers = ${n}: the primary accepts every connection and hands it to a worker (reuse_port = false)`)];
+  if (unavailable) return [warn(`[server] workers = ${n} with reuse_port, but ${unavailable}: the primary will hand each connection to a worker (slower)`)];
+  return [ok(`[server] workers = ${n}: each worker listens on its own SO_REUSEPORT socket (native/net)`)];
 }
 
 /** Which code writes queue files (src/queue/spool.ts commitLayer()): the C job when built and not turned off. */

@@ -318,6 +318,21 @@ test('an unreadable configuration file', async () => {
   assert.match(r.stdout, /cannot read the configuration file .*missing\.toml \(ENOENT\): give the path of facteur's TOML file with --config/);
 });
 
+test('the workers line: SO_REUSEPORT when built; round-robin when turned off; a warning when the addon is missing; none for one process', async () => {
+  const { checkWorkers } = await import('../../src/config/check.js');
+  const cfg = (workers: number, reuse_port: boolean) => ({ server: { workers, reuse_port } }) as unknown as Parameters<typeof checkWorkers>[0];
+  assert.deepEqual(checkWorkers(cfg(1, true)), []);
+  const [built] = checkWorkers(cfg(2, true));
+  assert.equal(built.level, 'ok');
+  assert.match(built.message, /\[server\] workers = 2: each worker listens on its own SO_REUSEPORT socket/);
+  const [off] = checkWorkers(cfg(3, false));
+  assert.equal(off.level, 'ok');
+  assert.match(off.message, /the primary accepts every connection and hands it to a worker \(reuse_port = false\)/);
+  const [missing] = checkWorkers(cfg(2, true), 'native addon reuseport_socket not built (no such file); run npm run build:native');
+  assert.equal(missing.level, 'warning');
+  assert.match(missing.message, /reuseport_socket not built .*: the primary will hand each connection to a worker \(slower\)/);
+});
+
 test('the commit layer line: the C job when built; forced node:fs a warning; an unknown FACTEUR_SPOOL_COMMIT an error', async () => {
   const { checkCommitLayer } = await import('../../src/config/check.js');
   assert.equal(checkCommitLayer({}).level, 'ok');

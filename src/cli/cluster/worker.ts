@@ -1,5 +1,6 @@
 // One SMTP worker of a multi-process `facteur serve`: runs the listeners (its own SO_REUSEPORT sockets on the addresses
-// its primary reserved, or node:cluster's round-robin as the fallback) and commits into the shared spool; asks its primary for everything that must hold over all workers.
+// its primary reserved, or node:cluster's round-robin as the fallback) and commits into the shared spool; asks its
+// primary for everything that must hold over all workers.
 // Trusts its primary (a facteur process that forked it); everything from the network is handled by serve() as usual.
 import cluster from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';

@@ -19,6 +19,7 @@ import { encodeFields } from '../src/auth/protocol/frame.js';
 import { startCyrus, startFacteur, startNull, type RunningDaemon } from './lib/daemons.js';
 import { machineBusyMs, pidListeningOn, treeCpuMs } from './lib/procstat.js';
 import { machineInfo, markdownTable, textTable, writeSection, type MachineInfo } from './lib/report.js';
+import { runUnderBenchLock } from './lib/lock.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const DOC = path.join(ROOT, 'docs/benchmarks.md');
@@ -543,6 +544,7 @@ function markdown(m: MachineInfo, f: Flags, outcomes: ScenarioOutcome[], started
 
 async function main(): Promise<number> {
   const f = parseFlags(process.argv.slice(2));
+  runUnderBenchLock(import.meta.filename, process.argv.slice(2)); // one benchmark at a time (lib/lock.ts)
   const started = new Date();
   const t0 = performance.now();
   const m = machineInfo();

@@ -16,35 +16,11 @@ import { buildMessage } from './smtp/client.js';
 import { startQueuePostfix, type QueuePostfix } from './queue/postfix.js';
 import { Generator, exited } from './smtp/generator.js';
 import { Spool } from '../src/queue/spool.js';
+import { runUnderBenchLock } from './lib/lock.js';
 
 const argv = process.argv.slice(2);
-const LOCK = '/tmp/bench.lock';
-
-/** Is one of this process's ancestors `flock /tmp/bench.lock …` (the caller already holds the lock)? */
-function insideLock(): boolean {
-  let pid = process.ppid;
-  for (let depth = 0; pid > 1 && depth < 16; depth++) {
-    try {
-      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (path.basename(argv[0]) === 'flock' && argv.includes(LOCK)) return true;
-      pid = Number(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[1]);
-    } catch {
-      return false;
-    }
-  }
-  return false;
-}
-
-// Serialize with the other benchmarks: re-run this script under `flock /tmp/bench.lock` unless already inside it
-// (taking it again under an outer `flock /tmp/bench.lock npm run bench:queue` would wait for ever).
-if (!process.env.FACTEUR_BENCH_LOCKED && !insideLock()) {
-  process.stderr.write(`waiting for ${LOCK}…\n`);
-  const r = spawnSync('flock', [LOCK, process.execPath, '--import', 'tsx', import.meta.filename, ...argv], {
-    stdio: 'inherit',
-    env: { ...process.env, FACTEUR_BENCH_LOCKED: '1' },
-  });
-  process.exit(r.status ?? 1);
-}
+// Serialize with the other benchmarks (see lib/lock.ts).
+runUnderBenchLock(import.meta.filename, argv);
 
 const run = promisify(execFile);
 const QUICK = argv.includes('--quick');

@@ -16,9 +16,11 @@ import { machineInfo, textTable, markdownTable } from './lib/report.js';
 import { startBenchPostfix, type BenchPostfix } from './smtp/postfix.js';
 import type { SessionResult, SessionSpec } from './smtp/client.js';
 import { Generator, exited, reapedChildrenMs, withNofile } from './smtp/generator.js';
+import { runUnderBenchLock } from './lib/lock.js';
 
 const run = promisify(execFile);
 const argv = process.argv.slice(2);
+runUnderBenchLock(import.meta.filename, argv); // one benchmark at a time (lib/lock.ts)
 const QUICK = argv.includes('--quick');
 const WRITE_DOC = !argv.includes('--no-doc');
 const CELL_MS = QUICK ? 3000 : 6000;

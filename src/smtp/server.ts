@@ -128,8 +128,18 @@ interface ConnState {
 
 /** A listener that cannot listen, said for its operator: which address, and why in words for the usual causes. */
 export function listenError(l: { kind: ListenerKind; host: string; port: number }, err: NodeJS.ErrnoException): ConfigError {
-  const why = err.code === 'EADDRINUSE' ? 'the address is already in use (another facteur or MTA running?)' : err.code === 'EACCES' ? 'permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)' : err.message;
-  return new ConfigError(`[${l.kind}] cannot listen on ${l.host}:${l.port}: ${why}; stop the other server or change [${l.kind}] listen`, { cause: err });
+  const change = `change [${l.kind}] listen`;
+  const [why, fix] =
+    err.code === 'EADDRINUSE'
+      ? ['the address is already in use (another facteur or MTA running?)', `stop the other server or ${change}`]
+      : err.code === 'EACCES'
+        ? ['permission denied (ports below 1024 need CAP_NET_BIND_SERVICE or root)', `grant it or ${change}`]
+        : err.code === 'EADDRNOTAVAIL'
+          ? ['no network interface of this machine has that address', change]
+          : err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN'
+            ? ['the host name does not resolve', `${change} to an IP address`]
+            : [err.message, change];
+  return new ConfigError(`[${l.kind}] cannot listen on ${l.host}:${l.port}: ${why}; ${fix}`, { cause: err });
 }
 
 /** Close one listener gracefully (see RunningSmtp.close). */

@@ -93,3 +93,22 @@ test('the addon refuses bad arguments with a TypeError, never a crash', () => {
     assert.throws(() => b.bind(args[0], args[1], args[2]), TypeError, JSON.stringify(args));
   }
 });
+
+test('an address of no interface here, or a name that does not resolve: the code net.Server would give, and a sentence for each', async () => {
+  const { listenError } = await import('../../../src/smtp/server.js');
+  const l = (host: string) => ({ kind: 'inbound' as const, host, port: 2525 });
+  await assert.rejects(reserveListen('inbound', '192.0.2.55', 2525), (err: NodeJS.ErrnoException) => {
+    assert.equal(err.code, 'EADDRNOTAVAIL');
+    assert.equal(listenError(l('192.0.2.55'), err).message, '[inbound] cannot listen on 192.0.2.55:2525: no network interface of this machine has that address; change [inbound] listen');
+    return true;
+  });
+  await assert.rejects(reserveListen('inbound', 'no-such-host.invalid', 2525), (err: NodeJS.ErrnoException) => {
+    assert.ok(err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN', String(err.code)); // EAI_AGAIN where no resolver answers
+    assert.equal(listenError(l('no-such-host.invalid'), err).message, '[inbound] cannot listen on no-such-host.invalid:2525: the host name does not resolve; change [inbound] listen to an IP address');
+    return true;
+  });
+  const inUse = Object.assign(new Error('bind: Address already in use'), { code: 'EADDRINUSE' });
+  assert.match(listenError(l('127.0.0.1'), inUse).message, /the address is already in use \(another facteur or MTA running\?\); stop the other server or change \[inbound\] listen$/);
+  const denied = Object.assign(new Error('bind: Permission denied'), { code: 'EACCES' });
+  assert.match(listenError(l('0.0.0.0'), denied).message, /permission denied \(ports below 1024 need CAP_NET_BIND_SERVICE or root\); grant it or change \[inbound\] listen$/);
+});

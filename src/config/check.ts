@@ -21,6 +21,7 @@ import { parseListen } from '../observability/http.js';
 import { queueDirFromConfig } from '../delivery/index.js';
 import { commitLayer } from '../queue/spool.js';
 import { reusePortUnavailable } from '../smtp/reuseport.js';
+import { listenError } from '../smtp/server.js';
 import { UdpSecureResolver } from '../delivery/dnssec.js';
 
 export type { Finding };
@@ -58,6 +59,7 @@ export async function checkServeConfig(file: string, o: CheckServeOptions = {}):
   if (!cfg) return f;
   f.push(...checkTls(cfg, o.now ?? new Date()));
   f.push(...checkListeners(cfg));
+  f.push(...(await checkListenAddresses(cfg)));
   f.push(...(await checkAuth(cfg)));
   f.push(...(await checkDirectories(cfg)));
   f.push(checkCommitLayer(env));
@@ -240,6 +242,35 @@ export function checkListeners(cfg: ConfigValues): Finding[] {
     f.push(warn('[inbound] is enabled but [server] local_domains is empty, so port 25 refuses every recipient: list your domains, or set enabled = false in [inbound]'));
   }
   return f;
+}
+
+/**
+ * Can each listener's address be listened on? Tried for real (listen, then close at once) with serve's own error
+ * sentences. In use is a warning, not an error: it is what a check run beside the running facteur finds.
+ */
+export async function checkListenAddresses(cfg: ConfigValues): Promise<Finding[]> {
+  const f: Finding[] = [];
+  for (const kind of LISTENERS) {
+    if (!cfg[kind].enabled) continue;
+    for (const addr of cfg[kind].listen as string[]) {
+      const i = addr.lastIndexOf(':');
+      const l = { kind, host: addr.slice(0, i), port: Number(addr.slice(i + 1)) };
+      if (l.port === 0) continue; // any free port: nothing to check
+      const err = await tryListen(l.host.replace(/^\[|\]$/g, ''), l.port);
+      if (!err) f.push(ok(`[${kind}] ${addr} can be listened on`));
+      else if (err.code === 'EADDRINUSE') f.push(warn(`[${kind}] ${addr} is in use now: fine if that is this facteur, running; otherwise stop the other server or change [${kind}] listen`));
+      else f.push(error(listenError(l, err).message));
+    }
+  }
+  return f;
+}
+
+function tryListen(host: string, port: number): Promise<NodeJS.ErrnoException | undefined> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', (err: NodeJS.ErrnoException) => resolve(err));
+    srv.listen({ host, port, exclusive: true }, () => srv.close(() => resolve(undefined)));
+  });
 }
 
 /** The auth backend: socket (facteur authd / saslauthd) or in-process; a made-up user must be refused, or facteur is an open relay. */

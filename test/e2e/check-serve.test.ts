@@ -318,6 +318,35 @@ test('an unreadable configuration file', async () => {
   assert.match(r.stdout, /cannot read the configuration file .*missing\.toml \(ENOENT\): give the path of facteur's TOML file with --config/);
 });
 
+test('each listener address is tried: free is ok, in use a warning, no such interface or an unresolvable name an error', async () => {
+  const free = await freePort();
+  const busyServer = net.createServer();
+  await new Promise<void>((r) => busyServer.listen(0, '127.0.0.1', () => r()));
+  const busy = (busyServer.address() as net.AddressInfo).port;
+  try {
+    const f = await checkServeConfig(
+      await config({}, {
+        inbound: { listen: `["127.0.0.1:${free}"]` },
+        submission: { listen: `["127.0.0.1:${busy}"]` },
+        submissions: { listen: '["192.0.2.55:2465", "no-such-host.invalid:2465"]' },
+      }),
+    );
+    assert.ok(f.some((x) => x.level === 'ok' && x.message === `[inbound] 127.0.0.1:${free} can be listened on`));
+    assert.ok(warnings(f).includes(`[submission] 127.0.0.1:${busy} is in use now: fine if that is this facteur, running; otherwise stop the other server or change [submission] listen`), warnings(f).join('\n'));
+    assert.ok(errors(f).includes('[submissions] cannot listen on 192.0.2.55:2465: no network interface of this machine has that address; change [submissions] listen'), errors(f).join('\n'));
+    assert.ok(errors(f).some((e) => e.startsWith('[submissions] cannot listen on no-such-host.invalid:2465: ')), errors(f).join('\n'));
+    // Tried, then let go: the free port is free again.
+    const again = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      again.once('error', reject);
+      again.listen({ port: free, host: '127.0.0.1', exclusive: true }, () => resolve());
+    });
+    await new Promise((r) => again.close(r));
+  } finally {
+    await new Promise((r) => busyServer.close(r));
+  }
+});
+
 test('the workers line: SO_REUSEPORT when built; round-robin when turned off; a warning when the addon is missing; none for one process', async () => {
   const { checkWorkers } = await import('../../src/config/check.js');
   const cfg = (workers: number, reuse_port: boolean) => ({ server: { workers, reuse_port } }) as unknown as Parameters<typeof checkWorkers>[0];

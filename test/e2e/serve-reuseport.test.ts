@@ -48,7 +48,16 @@ const workerPids = () =>
     .split('\n')
     .filter(Boolean)
     .map(Number)
-    .filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('serve'));
+    .filter((pid) => cmdline(pid).includes('serve'));
+
+/** A process's argv, or [] when it has exited since pgrep listed it (a worker just killed). */
+function cmdline(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch {
+    return [];
+  }
+}
 
 /** Open n sessions to the inbound port and read each one's first reply. */
 async function openSessions(n: number): Promise<{ sessions: RawSmtp[]; replies: string[] }> {

@@ -111,7 +111,12 @@ const workerPids = () =>
     .filter(Boolean)
     .map(Number)
     .filter((pid) => {
-      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      let argv: string[];
+      try {
+        argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      } catch {
+        return false; // exited since pgrep listed it (a worker just killed)
+      }
       return argv.includes('serve') && argv.some((a) => a.endsWith('bin/facteur'));
     });
 

@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+static const char NOT_NUMERIC[] = "bind(host, port, reusePort): host is not a numeric IPv4 or IPv6 address";
+
 static napi_value throw_errno(napi_env env, const char *syscall, int err) {
   char msg[160];
   snprintf(msg, sizeof msg, "%s: %s", syscall, strerror(err));
@@ -45,7 +47,7 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   }
   /* Cut at the buffer's end or at an embedded NUL: not the address the caller gave. */
   if (hlen >= sizeof host - 1 || strlen(host) != hlen) {
-    napi_throw_type_error(env, NULL, "bind(host, port, reusePort): host is not a numeric IPv4 or IPv6 address");
+    napi_throw_type_error(env, NULL, NOT_NUMERIC);
     return NULL;
   }
   struct sockaddr_storage ss;
@@ -62,7 +64,7 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
     a6->sin6_port = htons((uint16_t)port);
     slen = sizeof *a6;
   } else {
-    napi_throw_type_error(env, NULL, "bind(host, port): host is not a numeric IPv4 or IPv6 address");
+    napi_throw_type_error(env, NULL, NOT_NUMERIC);
     return NULL;
   }
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -85,16 +87,22 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* boundPort(fd) → the port the socket is bound to (for port 0). */
-static napi_value js_bound_port(napi_env env, napi_callback_info info) {
+/* The one argument of boundPort and close, a descriptor; false (a TypeError thrown, naming `usage`) when it is not one. */
+static bool fd_argument(napi_env env, napi_callback_info info, const char *usage, int32_t *fd) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int32_t fd = -1;
-  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    napi_throw_type_error(env, NULL, "boundPort(fd)");
-    return NULL;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
   }
+  return true;
+}
+
+/* boundPort(fd) → the port the socket is bound to (for port 0). */
+static napi_value js_bound_port(napi_env env, napi_callback_info info) {
+  int32_t fd = -1;
+  if (!fd_argument(env, info, "boundPort(fd)", &fd)) return NULL;
   struct sockaddr_storage ss;
   socklen_t slen = sizeof ss;
   if (getsockname(fd, (struct sockaddr *)&ss, &slen) < 0) return throw_errno(env, "getsockname", errno);
@@ -106,14 +114,8 @@ static napi_value js_bound_port(napi_env env, napi_callback_info info) {
 
 /* close(fd): for a socket that was bound but never given to Node. */
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int32_t fd = -1;
-  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    napi_throw_type_error(env, NULL, "close(fd)");
-    return NULL;
-  }
+  if (!fd_argument(env, info, "close(fd)", &fd)) return NULL;
   if (fd >= 0) close(fd);
   return NULL;
 }

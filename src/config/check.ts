@@ -21,7 +21,8 @@ import { parseListen } from '../observability/http.js';
 import { queueDirFromConfig } from '../delivery/index.js';
 import { commitLayer } from '../queue/spool.js';
 import { reusePortUnavailable } from '../smtp/reuseport.js';
-import { listenError } from '../smtp/server.js';
+import { listenError, listenersFromConfig } from '../smtp/server.js';
+import { workerCount } from '../cli/cluster/primary.js';
 import { UdpSecureResolver } from '../delivery/dnssec.js';
 
 export type { Finding };
@@ -134,7 +135,7 @@ async function loadEveryKey(text: string, file: string, env: NodeJS.ProcessEnv, 
  * connection). `unavailable` is reusePortUnavailable()'s answer (tests pass their own).
  */
 export function checkWorkers(cfg: ConfigValues, unavailable: string | undefined = reusePortUnavailable()): Finding[] {
-  const n = Number(cfg.server.workers ?? 1) === 0 ? Math.max(1, os.availableParallelism()) : Number(cfg.server.workers ?? 1);
+  const n = workerCount(cfg);
   if (n <= 1) return [];
   if (!cfg.server.reuse_port) return [ok(`[server] workers = ${n}: the primary accepts every connection and hands it to a worker (reuse_port = false)`)];
   if (unavailable) return [warn(`[server] workers = ${n} with reuse_port, but ${unavailable}: the primary will hand each connection to a worker (slower)`)];
@@ -249,18 +250,20 @@ export function checkListeners(cfg: ConfigValues): Finding[] {
  * sentences. In use is a warning, not an error: it is what a check run beside the running facteur finds.
  */
 export async function checkListenAddresses(cfg: ConfigValues): Promise<Finding[]> {
+  let listeners;
+  try {
+    listeners = listenersFromConfig(cfg);
+  } catch {
+    return []; // none enabled: checkListeners says so
+  }
   const f: Finding[] = [];
-  for (const kind of LISTENERS) {
-    if (!cfg[kind].enabled) continue;
-    for (const addr of cfg[kind].listen as string[]) {
-      const i = addr.lastIndexOf(':');
-      const l = { kind, host: addr.slice(0, i), port: Number(addr.slice(i + 1)) };
-      if (l.port === 0) continue; // any free port: nothing to check
-      const err = await tryListen(l.host.replace(/^\[|\]$/g, ''), l.port);
-      if (!err) f.push(ok(`[${kind}] ${addr} can be listened on`));
-      else if (err.code === 'EADDRINUSE') f.push(warn(`[${kind}] ${addr} is in use now: fine if that is this facteur, running; otherwise stop the other server or change [${kind}] listen`));
-      else f.push(error(listenError(l, err).message));
-    }
+  for (const l of listeners) {
+    if (l.port === 0) continue; // any free port: nothing to check
+    const addr = `${l.host}:${l.port}`;
+    const err = await tryListen(l.host.replace(/^\[|\]$/g, ''), l.port);
+    if (!err) f.push(ok(`[${l.kind}] ${addr} can be listened on`));
+    else if (err.code === 'EADDRINUSE') f.push(warn(`[${l.kind}] ${addr} is in use now: fine if that is this facteur, running; otherwise stop the other server or change [${l.kind}] listen`));
+    else f.push(error(listenError(l, err).message));
   }
   return f;
 }

@@ -14,6 +14,7 @@ import type { Envelope, QueueWriter } from '../queue/types.js';
 import type { AuthResult } from '../auth/types.js';
 import { Replies, SmtpReply } from '../mail/reply.js';
 import { ConfigError } from '../lib/errors.js';
+import type { ConfigValues } from '../config/load.js';
 import { extractAddresses, headerValues, receivedHeader } from '../mail/headers.js';
 import { checkRecipient, normalizeDomain } from '../policy/relay.js';
 import { ConnectionLimiter } from '../policy/connlimit.js';
@@ -124,6 +125,23 @@ interface ConnState {
   session?: SMTPServerSession;
   send(code: number, data: string): void;
   close(): void;
+}
+
+/** The enabled listeners, in the order [inbound], [submission], [submissions] and each one's listen list. */
+export function listenersFromConfig(cfg: ConfigValues): ListenerConfig[] {
+  const listeners: ListenerConfig[] = [];
+  for (const kind of ['inbound', 'submission', 'submissions'] as ListenerKind[]) {
+    const l = cfg[kind];
+    if (!l.enabled) continue;
+    for (const addr of l.listen as string[]) listeners.push({ kind, ...hostPort(addr), authRequired: l.auth === 'required', starttls: l.starttls as boolean });
+  }
+  if (!listeners.length) throw new ConfigError('no listener enabled: set enabled = true in [inbound], [submission] or [submissions]');
+  return listeners;
+}
+
+function hostPort(v: string): { host: string; port: number } {
+  const i = v.lastIndexOf(':');
+  return { host: v.slice(0, i), port: Number(v.slice(i + 1)) };
 }
 
 /** A listener that cannot listen, said for its operator: which address, and why in words for the usual causes. */

@@ -14,9 +14,9 @@ import { queueMetrics } from '../../observability/metrics.js';
 import { LeaseLedger, lendOrRecall } from '../../policy/connlimit.js';
 import { MemoryRateStore } from '../../policy/ratelimit.js';
 import { startDelivery, deliveryOptionsFromConfig, type DeliveryHandle } from '../../delivery/index.js';
-import { listenError, type ListenerKind } from '../../smtp/server.js';
+import { listenError, listenersFromConfig, type ListenerKind } from '../../smtp/server.js';
 import { reserveListen, reusePortUnavailable, SHARED_LISTEN_ENV, type SharedListen } from '../../smtp/reuseport.js';
-import { listenersFromConfig, openQueue, tlsFiles } from '../commands/serve.js';
+import { openQueue, tlsFiles } from '../commands/serve.js';
 import { isFacteurMessage, type PrimaryMessage, type WorkerMessage } from './messages.js';
 
 /** The number of SMTP worker processes a configuration asks for (0: one per CPU core). */

@@ -15,7 +15,7 @@ import { userAddresses } from '../../auth/backends/usersfile/format.js';
 import { createLogger, type Logger } from '../../observability/log.js';
 import { parseSenderMap, SenderPolicy, type SenderMap } from '../../policy/sender.js';
 import { PenaltyBox } from '../../policy/penalty.js';
-import { startSmtpService, type ConnectionAdmission, type ListenerConfig, type ListenerKind, type RunningSmtp } from '../../smtp/server.js';
+import { listenersFromConfig, startSmtpService, type ConnectionAdmission, type ListenerKind, type RunningSmtp } from '../../smtp/server.js';
 import type { SharedListen } from '../../smtp/reuseport.js';
 import type { QueueWriter } from '../../queue/types.js';
 import { Spool } from '../../queue/spool.js';
@@ -100,23 +100,6 @@ export interface Served extends RunningSmtp {
   /** The /metrics and /health endpoint, when [metrics] listen is set. */
   observability?: ObservabilityServer;
   stopAll(): Promise<void>;
-}
-
-/** The enabled listeners, in the order [inbound], [submission], [submissions] and each one's listen list. */
-export function listenersFromConfig(cfg: ConfigValues): ListenerConfig[] {
-  const listeners: ListenerConfig[] = [];
-  for (const kind of ['inbound', 'submission', 'submissions'] as ListenerKind[]) {
-    const l = cfg[kind];
-    if (!l.enabled) continue;
-    for (const addr of l.listen as string[]) listeners.push({ kind, ...hostPort(addr), authRequired: l.auth === 'required', starttls: l.starttls as boolean });
-  }
-  if (!listeners.length) throw new ConfigError('no listener enabled: set enabled = true in [inbound], [submission] or [submissions]');
-  return listeners;
-}
-
-function hostPort(v: string): { host: string; port: number } {
-  const i = v.lastIndexOf(':');
-  return { host: v.slice(0, i), port: Number(v.slice(i + 1)) };
 }
 
 /** Certificate and key: the configured files, or a self-signed pair generated once into <data>/tls with the openssl CLI. */

@@ -319,8 +319,8 @@ class SpareFiles {
   }
 
   /**
-   * For the C commit job, which creates the next spare in its own trip to the thread pool: a name for it while the
-   * pool is below its target, else undefined. created() must follow, with whether the job made the file.
+   * A name for a new spare while the pool is below its target, else undefined; created() must follow, with whether the
+   * file was made. Used by refill() and by the C commit job, which makes the next spare in its own trip to the pool.
    */
   reserve(): string | undefined {
     if (this.closed || this.ready.length + this.creating >= SPARE_TARGET) return undefined;
@@ -337,18 +337,13 @@ class SpareFiles {
 
   /** Create files up to the target. A failure (disk full, read-only) is not retried here: the next take() tries again. */
   private refill(): void {
-    while (!this.closed && this.ready.length + this.creating < SPARE_TARGET) {
-      this.creating++;
-      const file = path.join(this.dir, `${SPARE_PREFIX}${randomHex(9)}`);
-      Fd.open(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600)
+    for (let file = this.reserve(); file; file = this.reserve()) {
+      const name = file;
+      Fd.open(name, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600)
         .then((fd) => fd.close())
         .then(
-          () => {
-            this.creating--;
-            if (this.closed) void fsp.rm(file, { force: true }).catch(() => undefined);
-            else this.ready.push(file);
-          },
-          () => void this.creating--,
+          () => this.created(name, true),
+          () => this.created(name, false),
         );
     }
   }
@@ -665,7 +660,12 @@ export class Spool implements QueueWriter {
 
   /** An empty file made ahead in incoming/ (the spares are created at the first commit), or undefined when none is ready. */
   private takeSpare(): string | undefined {
-    return (this.spares ??= new SpareFiles(this.dirOf('incoming'))).take();
+    return this.spareFiles().take();
+  }
+
+  /** The spare files of this spool, made at the first commit (a Spool opened to read the queue creates none). */
+  private spareFiles(): SpareFiles {
+    return (this.spares ??= new SpareFiles(this.dirOf('incoming')));
   }
 
   /** Subscribe to commits made through this Spool object (the scheduler picks new mail up at once). */
@@ -748,7 +748,7 @@ export class Spool implements QueueWriter {
           // A message under 64 KB (most mail), by the C job: the spare file (or a new one) written, synced, closed and
           // renamed into active/ in one trip to the thread pool; on failure it has removed the file.
           // The job also creates the spare file a later commit takes, so the pool needs no trips of its own.
-          const spares = (this.spares ??= new SpareFiles(this.dirOf('incoming')));
+          const spares = this.spareFiles();
           const spare = spares.take(false);
           const next = spares.reserve();
           try {

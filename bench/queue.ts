@@ -17,6 +17,7 @@ import { startQueuePostfix, type QueuePostfix } from './queue/postfix.js';
 import { Generator, exited } from './smtp/generator.js';
 import { Spool } from '../src/queue/spool.js';
 import { runUnderBenchLock } from './lib/lock.js';
+import { takeTurns } from './lib/rounds.js';
 
 const argv = process.argv.slice(2);
 // Serialize with the other benchmarks (see lib/lock.ts).
@@ -291,13 +292,8 @@ async function enqueueCells(root: string, gen: Generator): Promise<Row[]> {
       const failed = await smtpSource(s.port, 8, E2E_WARMUP);
       log(`  warm-up ${s.name}: ${w.ok} messages, then ${E2E_WARMUP} by smtp-source${failed ? ` (${failed})` : ''}`);
     }
-    // Each cell in ROUNDS rounds taking turns between the servers (this VM's CPU speed swings by up to 2× within
-    // seconds; see docs/benchmarks-smtp.md), each round a share of the cell; a row adds its server's rounds up.
-    const rounds = async <T>(run: (s: Server) => Promise<T>): Promise<Map<Server, T[]>> => {
-      const out = new Map<Server, T[]>(servers.map((s) => [s, []]));
-      for (let r = 0; r < ROUNDS; r++) for (const s of r % 2 ? [...servers].reverse() : servers) out.get(s)!.push(await run(s));
-      return out;
-    };
+    // Each cell in ROUNDS rounds taking turns between the servers (lib/rounds.ts); a row adds its server's rounds up.
+    const rounds = <T>(run: (s: Server) => Promise<T>) => takeTurns(servers, ROUNDS, run);
     for (const c of CONCURRENCY) {
       const node = await rounds(async (s) => {
         const before = await s.queued();

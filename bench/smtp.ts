@@ -17,6 +17,7 @@ import { startBenchPostfix, type BenchPostfix } from './smtp/postfix.js';
 import type { SessionResult, SessionSpec } from './smtp/client.js';
 import { Generator, exited, reapedChildrenMs, withNofile } from './smtp/generator.js';
 import { runUnderBenchLock } from './lib/lock.js';
+import { takeTurns } from './lib/rounds.js';
 
 const run = promisify(execFile);
 const argv = process.argv.slice(2);
@@ -24,7 +25,7 @@ runUnderBenchLock(import.meta.filename, argv); // one benchmark at a time (lib/l
 const QUICK = argv.includes('--quick');
 const WRITE_DOC = !argv.includes('--no-doc');
 const CELL_MS = QUICK ? 3000 : 6000;
-/** Rounds per cell, taking turns between the servers (see inRounds). */
+/** Rounds per cell, taking turns between the servers (see lib/rounds.ts). */
 const ROUNDS = QUICK ? 1 : 3;
 const WARMUP_MS = QUICK ? 1000 : 2000;
 /** Messages sent by smtp-source to each server, unmeasured, before the smtp-source cells. */
@@ -256,20 +257,6 @@ function mergeSessions(parts: SessionResult[]): SessionResult {
   };
 }
 
-/**
- * A cell run on every server in ROUNDS rounds that take turns (A B, B A, A B…), each round 1/ROUNDS of the cell: this
- * VM's CPU speed swings by up to 2× within seconds (a fixed CPU-bound loop took 0.58 to 1.25 s from one run to the
- * next), so a cell measured on one server and then on the other compares the machine's moods as much as the servers.
- */
-async function inRounds<T>(servers: Server[], run: (s: Server, round: number) => Promise<Measured<T>>): Promise<Map<Server, Measured<T>[]>> {
-  const parts = new Map<Server, Measured<T>[]>(servers.map((s) => [s, []]));
-  for (let r = 0; r < ROUNDS; r++) {
-    const order = r % 2 ? [...servers].reverse() : servers;
-    for (const s of order) parts.get(s)!.push(await run(s, r));
-  }
-  return parts;
-}
-
 function perMessage(server: Server, m: { serverCpuMs: number; loopCpuMs: number; cpu: { loop: number } }, ok: number): Pick<Row, 'cpuPerMsg' | 'loopCpu' | 'loopPerMsg'> {
   const isFacteur = server.name.startsWith('facteur');
   return {
@@ -290,9 +277,9 @@ const kinds = (e: Record<string, number>) =>
     .map(([k, n]) => `${n}× ${k}`)
     .join('; ');
 
-/** One Node-generator cell on every server, in rounds (see inRounds); a row per server. */
+/** One Node-generator cell on every server, in rounds (see lib/rounds.ts); a row per server. */
 async function sessionCells(gen: Generator, servers: Server[], authd: RunningDaemon, scenario: string, submission: boolean, concurrency: number): Promise<Row[]> {
-  const parts = await inRounds(servers, (s) => measured(s, authd, gen.proc.pid, () => gen.sessions(spec(s, submission, concurrency, CELL_MS / ROUNDS))));
+  const parts = await takeTurns(servers, ROUNDS, (s) => measured(s, authd, gen.proc.pid, () => gen.sessions(spec(s, submission, concurrency, CELL_MS / ROUNDS))));
   return servers.map((s) => sessionRow(s, mergeMeasured(parts.get(s)!, mergeSessions(parts.get(s)!.map((p) => p.value))), scenario, concurrency));
 }
 
@@ -334,10 +321,10 @@ async function smtpSourceRun(server: Server, authd: RunningDaemon, sessions: num
   });
 }
 
-/** The smtp-source cell on every server, in rounds (see inRounds); MESSAGES per server over all rounds. */
+/** The smtp-source cell on every server, in rounds (see lib/rounds.ts); MESSAGES per server over all rounds. */
 async function smtpSourceCells(servers: Server[], authd: RunningDaemon, sessions: number, messagesOf: (s: Server) => number): Promise<Row[]> {
   const perRound = (s: Server) => Math.max(100, Math.round(messagesOf(s) / ROUNDS));
-  const parts = await inRounds(servers, (s) => smtpSourceRun(s, authd, sessions, perRound(s)));
+  const parts = await takeTurns(servers, ROUNDS, (s) => smtpSourceRun(s, authd, sessions, perRound(s)));
   return servers.map((s) => {
     const ps = parts.get(s)!;
     return smtpSourceRow(s, mergeMeasured(ps, ps.map((p) => p.value).find((f) => f) ?? ''), sessions, perRound(s) * ROUNDS);

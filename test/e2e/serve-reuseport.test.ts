@@ -7,12 +7,11 @@
 import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { socketOwners, tempDir } from '../helpers/net.js';
-import { RawSmtp, runProgram, eventually, listenersToml } from '../helpers/serve.js';
+import { RawSmtp, runProgram, eventually, listenersToml, serveWorkerPids } from '../helpers/serve.js';
 import { FACTEUR } from '../helpers/authd.js';
 
 let dir: string;
@@ -42,22 +41,7 @@ connections_per_ip_per_minute = 0
 ${listenersToml(p)}`;
 }
 
-/** The primary's children that run `facteur serve` (tsx's esbuild service is a child too). */
-const workerPids = () =>
-  execFileSync('pgrep', ['-P', String(proc.pid)], { encoding: 'utf8' })
-    .split('\n')
-    .filter(Boolean)
-    .map(Number)
-    .filter((pid) => cmdline(pid).includes('serve'));
-
-/** A process's argv, or [] when it has exited since pgrep listed it (a worker just killed). */
-function cmdline(pid: number): string[] {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-  } catch {
-    return [];
-  }
-}
+const workerPids = () => serveWorkerPids(proc.pid!);
 
 /** Open n sessions to the inbound port and read each one's first reply. */
 async function openSessions(n: number): Promise<{ sessions: RawSmtp[]; replies: string[] }> {

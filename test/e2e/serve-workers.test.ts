@@ -12,7 +12,7 @@ import { X509Certificate } from 'node:crypto';
 import path from 'node:path';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { freePort, tempDir, waitForSocket } from '../helpers/net.js';
-import { RawSmtp, b64, runProgram, eventually, listenersToml } from '../helpers/serve.js';
+import { RawSmtp, b64, runProgram, eventually, listenersToml, serveWorkerPids } from '../helpers/serve.js';
 import { FACTEUR, facteur } from '../helpers/authd.js';
 
 let dir: string;
@@ -104,21 +104,7 @@ async function authSession(login: string, password: string): Promise<{ s: RawSmt
   return { s, reply };
 }
 
-/** The primary's children that run `facteur serve` (tsx's esbuild service is a child too). */
-const workerPids = () =>
-  execFileSync('pgrep', ['-P', String(proc.pid)], { encoding: 'utf8' })
-    .split('\n')
-    .filter(Boolean)
-    .map(Number)
-    .filter((pid) => {
-      let argv: string[];
-      try {
-        argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      } catch {
-        return false; // exited since pgrep listed it (a worker just killed)
-      }
-      return argv.includes('serve') && argv.some((a) => a.endsWith('bin/facteur'));
-    });
+const workerPids = () => serveWorkerPids(proc.pid!);
 
 test('two worker processes under the primary, and connections are spread over both', async () => {
   assert.equal(workerPids().length, 2);

@@ -4,7 +4,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import path from 'node:path';
 import fs from 'node:fs/promises';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { freePort, tempDir } from './net.js';
@@ -288,4 +289,25 @@ export async function eventually<T>(fn: () => Promise<T | undefined>, what: stri
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * The SMTP worker processes of a multi-process `bin/facteur serve` whose primary is `primaryPid`: its children running
+ * `bin/facteur serve` (tsx's esbuild service is a child too, and is left out). A child that exited between pgrep and
+ * the read of its command line (a worker just killed) is left out too.
+ */
+export function serveWorkerPids(primaryPid: number): number[] {
+  return execFileSync('pgrep', ['-P', String(primaryPid)], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean)
+    .map(Number)
+    .filter((pid) => {
+      let argv: string[];
+      try {
+        argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      } catch {
+        return false;
+      }
+      return argv.includes('serve') && argv.some((a) => a.endsWith('bin/facteur'));
+    });
 }

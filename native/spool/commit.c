@@ -3,13 +3,15 @@
 // spare file a later commit will take (in the same trip to the pool instead of two more, open and close). Why in C: from
 // JavaScript these are four calls on the event loop (open, write, close and rename only touch the page cache, but they
 // cost ~80 µs of the loop per message, the rename the most) plus a trip to the pool for the fdatasync; here the loop
-// makes one call and gets one callback. The directory fsync that makes the rename durable stays in JavaScript, where
-// concurrent commits share it (group commit). Same steps and order as the JavaScript path in src/queue/spool.ts, which
-// is used when this addon is not built; test/unit/queue/spool.test.ts runs its tests with both.
+// makes one call and gets one callback. With syncDir, the job also makes the rename durable: the directory fsync,
+// shared by the jobs of concurrent commits (group commit among the pool's threads, below), so that a commit is one
+// trip to the pool, not two. Same steps and order as the JavaScript path in src/queue/spool.ts, which is used when
+// this addon is not built; test/unit/queue/spool.test.ts runs its tests with both.
 // Trusts its caller (src/queue/spool.ts): paths are inside the spool, the buffer is the complete queue file.
 #include <errno.h>
 #include <fcntl.h>
 #include <node_api.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +32,96 @@ typedef struct {
   const char *syscall; /* the failed step */
   int used_spare;
   int made_spare;
+  int sync_dir;  /* fsync dest's directory after the rename (group commit) */
+  int did_sync;  /* this job ran the directory fsync (others shared it) */
 } job_t;
+
+/*
+ * Group commit of directory fsyncs among the thread pool's threads. A job whose rename is done takes a ticket; an fsync
+ * started after the ticket was taken covers it. If no fsync is running, the job runs one, for every ticket taken so
+ * far; otherwise it waits for the running one to end, and then either is covered (an fsync started after its ticket
+ * was taken) or starts the next one. A failed fsync fails every job it was to cover (the file may not be durable).
+ * One state per directory, made on demand and freed when no job uses it.
+ */
+typedef struct dirsync {
+  struct dirsync *next;
+  char *dir;
+  int users;
+  int running;
+  unsigned long long taken;   /* tickets handed out */
+  unsigned long long synced;  /* every ticket up to this one is durable */
+  unsigned long long failed;  /* the last failed fsync was to cover tickets up to this one */
+  int failed_err;
+  pthread_cond_t done;
+} dirsync_t;
+static pthread_mutex_t dirsync_mu = PTHREAD_MUTEX_INITIALIZER;
+static dirsync_t *dirsyncs;
+
+static int fsync_dir(const char *dir) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int err = fsync(fd) == 0 ? 0 : errno;
+  close(fd);
+  return err;
+}
+
+/* 0 once an fsync of dir that started after this call is done, else the errno of the fsync that failed. */
+static int group_fsync_dir(const char *dir, int *did_sync) {
+  pthread_mutex_lock(&dirsync_mu);
+  dirsync_t *d = dirsyncs;
+  while (d && strcmp(d->dir, dir) != 0) d = d->next;
+  if (!d) {
+    d = calloc(1, sizeof *d);
+    char *name = d ? strdup(dir) : NULL;
+    if (!name) {
+      free(d);
+      pthread_mutex_unlock(&dirsync_mu);
+      *did_sync = 1;
+      return fsync_dir(dir); /* no memory for the group: an fsync of its own */
+    }
+    d->dir = name;
+    pthread_cond_init(&d->done, NULL);
+    d->next = dirsyncs;
+    dirsyncs = d;
+  }
+  d->users++;
+  unsigned long long ticket = ++d->taken;
+  int err = 0;
+  for (;;) {
+    if (d->synced >= ticket) break;
+    if (d->failed >= ticket) {
+      err = d->failed_err;
+      break;
+    }
+    if (d->running) {
+      pthread_cond_wait(&d->done, &dirsync_mu);
+      continue;
+    }
+    d->running = 1;
+    unsigned long long upto = d->taken;
+    pthread_mutex_unlock(&dirsync_mu);
+    int e = fsync_dir(dir);
+    *did_sync = 1;
+    pthread_mutex_lock(&dirsync_mu);
+    d->running = 0;
+    if (e == 0) d->synced = upto;
+    else {
+      d->failed = upto;
+      d->failed_err = e;
+    }
+    pthread_cond_broadcast(&d->done);
+  }
+  if (--d->users == 0) {
+    dirsync_t **pp = &dirsyncs;
+    while (*pp != d) pp = &(*pp)->next;
+    *pp = d->next;
+    pthread_cond_destroy(&d->done);
+    free(d->dir);
+    free(d);
+  }
+  pthread_mutex_unlock(&dirsync_mu);
+  return err;
+}
 
 static void job_free(napi_env env, job_t *j) {
   if (j->data_ref) napi_delete_reference(env, j->data_ref);
@@ -105,7 +196,24 @@ static void job_execute(napi_env env, void *data) {
     j->syscall = "rename";
   }
   /* Failed before the rename: nothing of this message is left behind (the spare is used up too). */
-  if (j->err) unlink(path);
+  if (j->err) {
+    unlink(path);
+    return;
+  }
+  if (j->sync_dir) {
+    char *slash = strrchr(j->dest, '/');
+    if (slash) {
+      *slash = 0;
+      int e = group_fsync_dir(slash == j->dest ? "/" : j->dest, &j->did_sync);
+      *slash = '/';
+      if (e) {
+        /* Renamed but not known to be durable: not acknowledged, so taken back out (best effort). */
+        j->err = e;
+        j->syscall = "fsync";
+        unlink(j->dest);
+      }
+    }
+  }
 }
 
 static void job_complete(napi_env env, napi_status status, void *data) {
@@ -116,7 +224,7 @@ static void job_complete(napi_env env, napi_status status, void *data) {
     j->syscall = "commit";
   }
   if (!j->err) {
-    napi_create_int32(env, (j->used_spare ? 1 : 0) | (j->made_spare ? 2 : 0), &result);
+    napi_create_int32(env, (j->used_spare ? 1 : 0) | (j->made_spare ? 2 : 0) | (j->did_sync ? 4 : 0), &result);
     napi_resolve_deferred(env, j->deferred, result);
   } else {
     /* An Error shaped like node:fs's: code (ENOSPC, EIO...), errno (negative, as libuv reports it), syscall. */
@@ -166,13 +274,16 @@ static char *dup_string(napi_env env, napi_value v) {
 }
 
 /*
- * writeFile(spare: string | null, create: string, dest: string, data: Buffer, nextSpare?: string | null) -> Promise<number>
- * Resolves once the file is renamed to dest (data synced) with flags: 1 the spare was used, 2 nextSpare was created (an
- * empty file, 0600). Rejects with an fs-like error, whose madeSpare says whether nextSpare was created.
+ * writeFile(spare: string | null, create: string, dest: string, data: Buffer, nextSpare?: string | null, syncDir?: boolean)
+ *   -> Promise<number>
+ * Resolves once the file is renamed to dest (data synced; with syncDir, dest's directory too) with flags: 1 the spare
+ * was used, 2 nextSpare was created (an empty file, 0600), 4 this job ran the directory fsync (not one shared with other
+ * jobs). Rejects with an fs-like error, whose madeSpare says whether nextSpare was created; a failed directory fsync
+ * (syscall "fsync") has removed dest again.
  */
 static napi_value js_write_file(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5], promise, name;
+  size_t argc = 6;
+  napi_value argv[6], promise, name;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   napi_valuetype t0 = napi_undefined, t4 = napi_undefined;
   bool is_buffer = false;
@@ -180,9 +291,12 @@ static napi_value js_write_file(napi_env env, napi_callback_info info) {
     napi_typeof(env, argv[0], &t0);
     napi_is_buffer(env, argv[3], &is_buffer);
   }
-  if (argc == 5) napi_typeof(env, argv[4], &t4);
-  if (argc < 4 || !is_buffer || (t0 != napi_string && t0 != napi_null) || (t4 != napi_string && t4 != napi_null && t4 != napi_undefined)) {
-    napi_throw_type_error(env, NULL, "writeFile(spare: string | null, create: string, dest: string, data: Buffer, nextSpare?: string | null)");
+  napi_valuetype t5 = napi_undefined;
+  if (argc >= 5) napi_typeof(env, argv[4], &t4);
+  if (argc >= 6) napi_typeof(env, argv[5], &t5);
+  if (argc < 4 || !is_buffer || (t0 != napi_string && t0 != napi_null) || (t4 != napi_string && t4 != napi_null && t4 != napi_undefined) ||
+      (t5 != napi_boolean && t5 != napi_undefined)) {
+    napi_throw_type_error(env, NULL, "writeFile(spare: string | null, create: string, dest: string, data: Buffer, nextSpare?: string | null, syncDir?: boolean)");
     return NULL;
   }
   job_t *j = calloc(1, sizeof *j);
@@ -197,6 +311,11 @@ static napi_value js_write_file(napi_env env, napi_callback_info info) {
   napi_get_buffer_info(env, argv[3], &data, &j->len);
   j->data = data;
   j->next_spare = t4 == napi_string ? dup_string(env, argv[4]) : NULL;
+  if (t5 == napi_boolean) {
+    bool b = false;
+    napi_get_value_bool(env, argv[5], &b);
+    j->sync_dir = b;
+  }
   if ((t0 == napi_string && !j->spare) || !j->create || !j->dest || (t4 == napi_string && !j->next_spare)) {
     job_free(env, j);
     napi_throw_type_error(env, NULL, "writeFile: paths must be strings without NUL bytes");

@@ -6,8 +6,14 @@ export type { Logger };
 
 export const REDACT_PATHS = ['password', '*.password', 'pass', '*.pass', 'bindPw', '*.bindPw', 'authPayload', '*.authPayload'];
 
+/**
+ * Lines are written synchronously, one write(2) each, from the thread that logs (as Postfix's syslog calls are). The
+ * asynchronous mode sends each write to libuv's thread pool: a thread wake-up and a completion per line, about one per
+ * accepted message, which on this VM cost the SMTP loop more than the write itself; and lines still buffered when the
+ * process dies are lost. The price: a log destination that blocks (a full pipe to a stalled reader) stalls the thread.
+ */
 export function createLogger(opts: { name: string; level?: string; file?: string }): Logger {
-  const dest = opts.file ? pino.destination({ dest: opts.file, append: true, mkdir: true, sync: false }) : pino.destination({ fd: 2, sync: false });
+  const dest = opts.file ? pino.destination({ dest: opts.file, append: true, mkdir: true, sync: true }) : pino.destination({ fd: 2, sync: true });
   return pino(
     {
       name: opts.name,

@@ -142,6 +142,27 @@ class DirSyncer {
     this.lazyTimer.unref();
   }
 
+  /**
+   * For an fsync of this directory run elsewhere (the C commit job's, which starts after this call): once it succeeds,
+   * what soon() asked before this call is durable, and its `then` work runs (as after one of ours); if it fails, that
+   * stays pending. `ran`: the fsync was that job's own, not one it shared (counted like ours).
+   */
+  cover(): { synced(ran: boolean): void; failed(): void } {
+    const after = this.afterLazy;
+    this.afterLazy = [];
+    return {
+      synced: (ran) => {
+        if (ran) this.count++;
+        // The lazy timer, if armed, still runs its fsync: soon() may have been called again since.
+        if (after.length) this.afterRunning = Promise.all([this.afterRunning, ...after.map((fn) => fn().catch(() => undefined))]).then(() => undefined);
+      },
+      failed: () => {
+        this.afterLazy.push(...after);
+        if (after.length && !this.lazyTimer) this.arm();
+      },
+    };
+  }
+
   /** Run a pending lazy fsync now (close()). */
   async flush(): Promise<void> {
     if (this.lazyTimer || this.afterLazy.length) await this.sync();
@@ -434,11 +455,17 @@ export interface SpoolOpenOptions {
 /** CommitJob.writeFile's flags. */
 export const COMMIT_USED_SPARE = 1;
 export const COMMIT_MADE_SPARE = 2;
+/** The job ran the directory fsync itself (rather than sharing one another job ran). */
+export const COMMIT_RAN_SYNC = 4;
 
 /** The C commit job (native/spool/commit.c): open the spare (or create), write, fdatasync, close, rename, on the thread pool. */
 export interface CommitJob {
-  /** Resolves with flags: COMMIT_USED_SPARE, COMMIT_MADE_SPARE (nextSpare created, empty); a rejection's madeSpare says the latter. */
-  writeFile(spare: string | null, create: string, dest: string, data: Buffer, nextSpare?: string | null): Promise<number>;
+  /**
+   * Resolves with flags: COMMIT_USED_SPARE, COMMIT_MADE_SPARE (nextSpare created, empty), COMMIT_RAN_SYNC; a rejection's
+   * madeSpare says the latter. With syncDir, dest's directory is fsynced after the rename (shared by concurrent jobs);
+   * if that fails, dest is removed again and the job rejects (syscall fsync).
+   */
+  writeFile(spare: string | null, create: string, dest: string, data: Buffer, nextSpare?: string | null, syncDir?: boolean): Promise<number>;
 }
 export type CommitLayer = 'native' | 'node';
 
@@ -748,17 +775,25 @@ export class Spool implements QueueWriter {
           // A message under 64 KB (most mail), by the C job: the spare file (or a new one) written, synced, closed and
           // renamed into active/ in one trip to the thread pool; on failure it has removed the file.
           // The job also creates the spare file a later commit takes, so the pool needs no trips of its own.
+          // It also makes the rename durable: the directory fsync, shared by the jobs of concurrent commits (group commit
+          // among the pool's threads), so a commit is one trip to the pool. That fsync also covers what soon() asked
+          // before this commit started (a delivered message's unlink, see DirSyncer.cover).
           const spares = this.spareFiles();
           const spare = spares.take(false);
           const next = spares.reserve();
+          const syncer = this.syncer(this.dirOf('active'));
+          const cover = syncer.cover();
           try {
-            const flags = await this.commitJob.writeFile(spare ?? null, tmp, this.fileOf('active', id), rest, next ?? null);
+            const flags = await this.commitJob.writeFile(spare ?? null, tmp, this.fileOf('active', id), rest, next ?? null, true);
             if (next) spares.created(next, (flags & COMMIT_MADE_SPARE) !== 0);
+            cover.synced((flags & COMMIT_RAN_SYNC) !== 0);
           } catch (err) {
             if (next) spares.created(next, (err as { madeSpare?: boolean }).madeSpare === true);
+            cover.failed();
             throw err;
           }
           if (this.keepCommittedOn) keep = rest;
+          written = true;
         } else {
           if (fh) await write(fh, rest, false);
           else {
@@ -772,9 +807,9 @@ export class Spool implements QueueWriter {
           fh.closeSync();
           fh = undefined;
           fs.renameSync(tmp, this.fileOf('active', id));
+          written = true;
+          await this.syncer(this.dirOf('active')).sync();
         }
-        written = true;
-        await this.syncer(this.dirOf('active')).sync();
       } catch (err) {
         throw spoolError(err, 'write');
       }

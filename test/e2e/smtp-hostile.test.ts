@@ -3,6 +3,7 @@
 import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import net from 'node:net';
 import { startTestSmtp, MemoryQueue, MapVerifier, RawSmtp, b64, type TestServer } from '../helpers/serve.js';
 
 const queue = new MemoryQueue();
@@ -185,6 +186,34 @@ test('messages per user per hour: the third MAIL of the hour gets 450 4.7.1', as
   }
   assert.match(await c.cmd('MAIL FROM:<bob@example.org>'), /^450 4\.7\.1 Message rate limit exceeded, try again in \d+ seconds$/);
   c.close();
+});
+
+test('after QUIT the server closes at once: clients that keep their side open hold no connection slot', async () => {
+  // Clients that never close their side after the 221 (allowHalfOpen), as many as the per-address limit (4). The server
+  // closes each connection once its 221 is out, as Postfix does; it used to keep reading until the client's FIN or a
+  // deadline (the idle timeout, 1 s here), holding the slot meanwhile.
+  const held: net.Socket[] = [];
+  try {
+    for (let i = 0; i < 4; i++) {
+      const s = net.connect({ port: srv.ports.inbound, host: '127.0.0.1', allowHalfOpen: true });
+      held.push(s);
+      let got = '';
+      s.on('data', (d) => (got += d));
+      const ended = new Promise((r) => s.once('end', r));
+      await new Promise<void>((resolve, reject) => {
+        const check = () => (/^220 /m.test(got) ? resolve() : setTimeout(check, 5));
+        s.once('error', reject);
+        check();
+      });
+      s.write('QUIT\r\n');
+      await ended;
+      assert.match(got, /^221 /m);
+    }
+    // Well within the idle timeout, the four slots are free: a fifth client is served.
+    await stillServes();
+  } finally {
+    for (const s of held) s.destroy();
+  }
 });
 
 test('connections per client address are limited (421 4.7.0); a slot frees when one closes', async () => {

@@ -1,12 +1,12 @@
 // The queue's C commit job (native/spool/commit.c) on its own: the file lands at its destination with the exact bytes
 // and mode 0600, a vanished spare falls back to creating the file, and every failing step rejects with node:fs's error
-// shape (code, syscall) and leaves no file behind. Its use inside Spool.commit is tested in spool.test.ts.
+// shape (code, syscall) and leaves no file behind; with syncDir, concurrent jobs share their directory fsyncs. Its use inside Spool.commit is tested in spool.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { nativeAddon } from '../../../src/lib/native.js';
-import { COMMIT_MADE_SPARE, COMMIT_USED_SPARE, type CommitJob } from '../../../src/queue/spool.js';
+import { COMMIT_MADE_SPARE, COMMIT_RAN_SYNC, COMMIT_USED_SPARE, type CommitJob } from '../../../src/queue/spool.js';
 import { tempDir } from '../../helpers/net.js';
 
 const addon = nativeAddon<CommitJob>('spool_commit');
@@ -56,6 +56,29 @@ test('the next spare is made in the same job: empty, mode 0600; an existing name
   assert.equal((await fs.stat(kept)).size, 0);
 });
 
+test('syncDir: the destination folder is fsynced after the rename; concurrent jobs, in two folders, all land', async () => {
+  const dirs = [await tempDir(), await tempDir()];
+  // One job alone runs its own fsync.
+  assert.equal(await job.writeFile(null, path.join(dirs[0], 'solo'), path.join(dirs[0], 'solo-dest'), bytes, null, true), COMMIT_RAN_SYNC);
+  // 48 at once into each of two folders: every file lands, each folder fsynced at least once. (Whether jobs share an
+  // fsync depends on timing: on ext4 their fdatasyncs mostly take turns, so they seldom reach the fsync together.)
+  const flags = await Promise.all(
+    Array.from({ length: 96 }, (_, i) => {
+      const dir = dirs[i % 2];
+      return job.writeFile(null, path.join(dir, `t${i}`), path.join(dir, `d${i}`), bytes, null, true);
+    }),
+  );
+  for (const [k, dir] of dirs.entries()) {
+    const ran = flags.filter((f, i) => i % 2 === k && (f & COMMIT_RAN_SYNC) !== 0).length;
+    assert.ok(ran >= 1 && ran <= 48, `folder ${k}: ${ran} fsyncs for 48 commits`);
+    const names = (await fs.readdir(dir)).filter((f) => f.startsWith('d'));
+    assert.equal(names.length, 48);
+    for (const n of names) assert.deepEqual(await fs.readFile(path.join(dir, n)), bytes);
+  }
+  // Without syncDir, no directory fsync.
+  assert.equal(await job.writeFile(null, path.join(dirs[0], 'x'), path.join(dirs[0], 'x-dest'), bytes, null, false), 0);
+});
+
 test('failures reject like node:fs (code, syscall) and leave nothing behind', async () => {
   const dir = await tempDir();
   // create fails: its folder does not exist
@@ -79,4 +102,5 @@ test('bad arguments throw a TypeError at once (nothing queued)', () => {
   assert.throws(() => call(null, '/tmp/x\0/../etc/y', '/tmp/y', Buffer.alloc(1)), TypeError, 'a NUL byte in a path is refused, not cut');
   assert.throws(() => call(null, '/tmp/x', '/tmp/y', Buffer.alloc(1), 7), TypeError, 'nextSpare: a string or null');
   assert.throws(() => call(null, '/tmp/x', '/tmp/y', Buffer.alloc(1), '/tmp/s\0x'), TypeError, 'a NUL byte in nextSpare is refused');
+  assert.throws(() => call(null, '/tmp/x', '/tmp/y', Buffer.alloc(1), null, 'yes'), TypeError, 'syncDir: a boolean');
 });

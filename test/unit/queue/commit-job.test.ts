@@ -94,6 +94,21 @@ test('failures reject like node:fs (code, syscall) and leave nothing behind', as
   assert.deepEqual(await fs.readdir(dir), ['taken']);
 });
 
+test('a pool thread that ran a commit job runs with SCHED_BATCH; the event loop thread keeps the normal policy', async () => {
+  const dir = await tempDir();
+  await Promise.all(Array.from({ length: 8 }, (_, i) => job.writeFile(null, path.join(dir, `p${i}`), path.join(dir, `q${i}`), bytes)));
+  // /proc/self/task/TID/stat: field 41 is the scheduling policy (0 SCHED_OTHER, 3 SCHED_BATCH); the command name, in
+  // parentheses, may hold spaces, so fields are counted after its closing parenthesis.
+  const policy = async (tid: string) => {
+    const stat = await fs.readFile(`/proc/self/task/${tid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[41 - 3]);
+  };
+  const tids = await fs.readdir('/proc/self/task');
+  const policies = await Promise.all(tids.map(policy));
+  assert.equal(await policy(String(process.pid)), 0, 'the main thread');
+  assert.ok(policies.includes(3), `some pool thread is SCHED_BATCH: ${policies.join(' ')}`);
+});
+
 test('bad arguments throw a TypeError at once (nothing queued)', () => {
   const call = job.writeFile as unknown as (...a: unknown[]) => unknown;
   assert.throws(() => call(null, '/tmp/x', '/tmp/y', 'not a buffer'), TypeError);

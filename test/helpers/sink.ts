@@ -46,10 +46,21 @@ export async function startSink(o: SinkOptions = {}): Promise<Sink> {
     child.kill('SIGKILL');
     throw new Error(`smtp-sink did not start: ${stderr}`, { cause: err });
   }
+  // smtp-sink creates a transaction's dump file at its start and writes it as the message arrives: a file it still holds
+  // open is a message in progress (reading it could see half a message), so only the closed ones count. The listing
+  // comes first: a file listed and not open afterwards was closed, complete.
+  const stillOpen = async (): Promise<Set<string>> => {
+    const dir = `/proc/${child.pid}/fd`;
+    const fds = await fs.readdir(dir).catch(() => [] as string[]);
+    return new Set(await Promise.all(fds.map((fd) => fs.readlink(path.join(dir, fd)).catch(() => ''))));
+  };
   const messages = async () => {
     const out: { file: string; text: string }[] = [];
-    for (const f of (await fs.readdir(dumpDir)).sort()) {
+    const names = (await fs.readdir(dumpDir)).sort();
+    const open = await stillOpen();
+    for (const f of names) {
       const file = path.join(dumpDir, f);
+      if (open.has(file)) continue;
       out.push({ file, text: await fs.readFile(file, 'utf8') });
     }
     return out;

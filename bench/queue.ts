@@ -117,6 +117,8 @@ option = ${JSON.stringify(path.join(dir, 'users'))}
 
 [inbound]
 listen = ["127.0.0.1:${port}"]
+# As the Postfix it is compared with (smtpd_tls_security_level = none): no STARTTLS offered, TLS is bench:smtp's matter.
+starttls = false
 
 [submission]
 enabled = false
@@ -519,6 +521,7 @@ function render(rows: Row[], started: Date, seconds: number): string {
     `- Machine: ${info.cpu}, ${info.cores} cores, ${info.ramGiB} GiB RAM, ${info.kernel}`,
     `- Node ${v.node}, Postfix ${v.postfix}; file system of ${os.tmpdir()}: ${spawnSync('stat', ['-f', '-c', '%T', os.tmpdir()], { encoding: 'utf8' }).stdout.trim()}`,
     `- Message body ${BODY} bytes (+ headers), one recipient; Node generator cells ${CELL_MS / 1000} s and smtp-source cells ${SOURCE_N} messages, each in ${ROUNDS} rounds taking turns between the servers; Spool.commit ${SPOOL_N} commits per cell; end to end ${E2E_N} messages, ${E2E_SESSIONS} smtp-source sessions.`,
+    '- Receiving: no STARTTLS offered by either server (facteur `[inbound] starttls = false`, Postfix `smtpd_tls_security_level = none`); TLS is measured by bench:smtp.',
     `- Delivery settings (end to end): facteur \`concurrency = ${DELIVERY_CONCURRENCY}\`, \`destination_concurrency = ${DEST_CONCURRENCY}\`, \`starttls = "off"\`; Postfix \`default_process_limit = ${DELIVERY_CONCURRENCY}\`, \`default_destination_concurrency_limit = ${DEST_CONCURRENCY}\`, \`smtp_tls_security_level = none\`, connection cache on demand (default).`,
     '',
     markdownTable(head, body),

@@ -154,13 +154,21 @@ class DirSyncer {
       synced: (ran) => {
         if (ran) this.count++;
         // The lazy timer, if armed, still runs its fsync: soon() may have been called again since.
-        if (after.length) this.afterRunning = Promise.all([this.afterRunning, ...after.map((fn) => fn().catch(() => undefined))]).then(() => undefined);
+        this.covered(after);
       },
-      failed: () => {
-        this.afterLazy.push(...after);
-        if (after.length && !this.lazyTimer) this.arm();
-      },
+      failed: () => this.uncovered(after),
     };
+  }
+
+  /** soon()'s `then` work whose changes an fsync just made durable: run it now. */
+  private covered(after: (() => Promise<void>)[]): void {
+    if (after.length) this.afterRunning = Promise.all([this.afterRunning, ...after.map((fn) => fn().catch(() => undefined))]).then(() => undefined);
+  }
+
+  /** soon()'s `then` work whose fsync failed: not known to be durable, so pending again, with a lazy fsync to retry. */
+  private uncovered(after: (() => Promise<void>)[]): void {
+    this.afterLazy.push(...after);
+    if (after.length && !this.lazyTimer) this.arm();
   }
 
   /** Run a pending lazy fsync now (close()). */
@@ -189,12 +197,10 @@ class DirSyncer {
           fd.closeSync();
         }
         for (const w of batch) w.resolve();
-        if (after.length) this.afterRunning = Promise.all([this.afterRunning, ...after.map((fn) => fn().catch(() => undefined))]).then(() => undefined);
+        this.covered(after);
       } catch (err) {
         for (const w of batch) w.reject(err);
-        // Not known to be durable: try again later.
-        this.afterLazy.push(...after);
-        if (after.length && !this.lazyTimer) this.arm();
+        this.uncovered(after);
       }
     }
     this.running = false;
@@ -781,8 +787,7 @@ export class Spool implements QueueWriter {
           const spares = this.spareFiles();
           const spare = spares.take(false);
           const next = spares.reserve();
-          const syncer = this.syncer(this.dirOf('active'));
-          const cover = syncer.cover();
+          const cover = this.syncer(this.dirOf('active')).cover();
           try {
             const flags = await this.commitJob.writeFile(spare ?? null, tmp, this.fileOf('active', id), rest, next ?? null, true);
             if (next) spares.created(next, (flags & COMMIT_MADE_SPARE) !== 0);

@@ -56,6 +56,7 @@ type Callback = () => void;
 
 class FacteurConnection extends (SMTPConnection as unknown as new (server: unknown, socket: net.Socket | tls.TLSSocket, opts: unknown) => ConnectionInternals & {
   _onCommand(command: Buffer, cb?: Callback): void;
+  handler_QUIT(command: Buffer, cb: Callback): void;
   _isSupported(command: string): boolean;
   _createParser(): unknown;
   _setListeners(cb: () => void): void;
@@ -106,9 +107,9 @@ class FacteurConnection extends (SMTPConnection as unknown as new (server: unkno
    * reset the connection after the 221, and a reset read costs Node an ErrnoException with its stack trace, ~3 % of the
    * event loop with one message per connection. Nothing a client sends after QUIT can matter.
    */
-  handler_QUIT(command: Buffer, callback: Callback): void {
+  override handler_QUIT(command: Buffer, callback: Callback): void {
     const socket = this._socket;
-    (SMTPConnection.prototype as unknown as { handler_QUIT(this: unknown, c: Buffer, cb: Callback): void }).handler_QUIT.call(this, command, callback);
+    super.handler_QUIT(command, callback);
     if (!socket.destroyed) socket.once('finish', () => socket.destroy());
   }
 

@@ -24,6 +24,7 @@ import { reusePortUnavailable } from '../smtp/reuseport.js';
 import { listenError, listenersFromConfig } from '../smtp/server.js';
 import { workerCount } from '../cli/cluster/primary.js';
 import { UdpSecureResolver } from '../delivery/dnssec.js';
+import { unbracketed } from '../lib/host.js';
 
 export type { Finding };
 
@@ -260,7 +261,7 @@ export async function checkListenAddresses(cfg: ConfigValues): Promise<Finding[]
   for (const l of listeners) {
     if (l.port === 0) continue; // any free port: nothing to check
     const addr = `${l.host}:${l.port}`;
-    const err = await tryListen(l.host.replace(/^\[|\]$/g, ''), l.port);
+    const err = await tryListen(unbracketed(l.host), l.port);
     if (!err) f.push(ok(`[${l.kind}] ${addr} can be listened on`));
     else if (err.code === 'EADDRINUSE') f.push(warn(`[${l.kind}] ${addr} is in use now: fine if that is this facteur, running; otherwise stop the other server or change [${l.kind}] listen`));
     else f.push(error(listenError(l, err).message));
@@ -543,7 +544,7 @@ async function checkDelivery(cfg: ConfigValues): Promise<Finding[]> {
   }
   const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(t);
   if (!m) return [error(`[delivery] lmtp_target "${t}" is neither "unix:/path" nor "host:port": write e.g. "unix:/run/dovecot/lmtp" or "127.0.0.1:24"`)];
-  const e = await connectOnce({ host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) });
+  const e = await connectOnce({ host: unbracketed(m[1]), port: Number(m[2]) });
   return e ? [error(`[delivery] lmtp_target ${t}: nothing answers there (${e}): start the LMTP server (Dovecot's lmtp service) or fix lmtp_target`)] : [ok(`[delivery] the LMTP server at ${t} accepts connections`)];
 }
 
@@ -560,7 +561,7 @@ async function checkPolicyFiles(cfg: ConfigValues): Promise<Finding[]> {
   }
   const listen = cfg.metrics?.listen as string | undefined;
   const hp = listen ? parseListen(listen) : undefined;
-  if (hp && !['127.0.0.1', '::1', 'localhost'].includes(hp.host.replace(/^\[|\]$/g, ''))) {
+  if (hp && !['127.0.0.1', '::1', 'localhost'].includes(unbracketed(hp.host))) {
     f.push(warn(`[metrics] listen = "${listen}" exposes /metrics and /health beyond this machine: bind it to 127.0.0.1, or restrict the port with a firewall`));
   }
   return f;

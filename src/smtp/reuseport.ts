@@ -9,6 +9,7 @@ import dns from 'node:dns/promises';
 import net from 'node:net';
 import os from 'node:os';
 import { nativeAddon } from '../lib/native.js';
+import { unbracketed } from '../lib/host.js';
 
 interface Binding {
   /** A non-blocking socket with SO_REUSEADDR (and SO_REUSEPORT when reusePort), bound to host:port; not listening. */
@@ -50,7 +51,7 @@ function asNodeError(err: unknown, host: string, port: number): NodeJS.ErrnoExce
 
 /** The listener's host as a numeric address (a name is resolved once, to its first address, as net.Server does). */
 async function numericHost(host: string): Promise<string> {
-  const h = host.replace(/^\[|\]$/g, '');
+  const h = unbracketed(host);
   if (net.isIP(h)) return h;
   return (await dns.lookup(h)).address;
 }

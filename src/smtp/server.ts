@@ -14,6 +14,7 @@ import type { Envelope, QueueWriter } from '../queue/types.js';
 import type { AuthResult } from '../auth/types.js';
 import { Replies, SmtpReply } from '../mail/reply.js';
 import { ConfigError } from '../lib/errors.js';
+import { unbracketed } from '../lib/host.js';
 import type { ConfigValues } from '../config/load.js';
 import { extractAddresses, headerValues, receivedHeader } from '../mail/headers.js';
 import { checkRecipient, normalizeDomain } from '../policy/relay.js';
@@ -315,7 +316,7 @@ export async function startSmtpService(o: SmtpServiceOptions): Promise<RunningSm
         };
         // A worker of a multi-process server listens on its own SO_REUSEPORT socket on the address its primary fixed.
         if (shared) srv.server.listen(reusePortHandle(shared), listening);
-        else srv.listen(l.port, l.host.replace(/^\[|\]$/g, ''), listening);
+        else srv.listen(l.port, unbracketed(l.host), listening);
       });
     } catch (err) {
       // Listeners already bound would keep the process alive: close them, then say which address and why.

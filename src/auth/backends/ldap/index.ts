@@ -37,6 +37,7 @@ import {
   type Entry,
 } from 'ldapts';
 import { ConfigError } from '../../../lib/errors.js';
+import { unbracketed } from '../../../lib/host.js';
 import { verifyPasswordHash } from '../../passwords.js';
 import { fail, ok, tempfail, type AuthBackend, type AuthResult, type BackendFactory, type Credentials, type Explain, type VerifyOptions, type AbortLike } from '../../types.js';
 import { readLdapConfig, type LdapConfig } from './config.js';
@@ -304,7 +305,7 @@ export class LdapBackend implements AuthBackend {
     this.groupOn = cfg.groupMatchMethod === 'attr' ? !!cfg.groupDn : !!cfg.groupFilter;
     this.servers = cfg.servers.map((u) => {
       const url = new URL(u);
-      const host = url.hostname.replace(/^\[|\]$/g, '');
+      const host = unbracketed(url.hostname);
       return { url: `${url.protocol}//${url.host}`, host, secure: url.protocol === 'ldaps:', downUntil: 0, svc: [], idleUser: [], userActive: 0, userWaiters: [] };
     });
     this.dnCache.clear();

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { readStat } from './procstat.js';
 
 export const BENCH_LOCK = '/tmp/bench.lock';
 
@@ -11,13 +12,16 @@ export const BENCH_LOCK = '/tmp/bench.lock';
 function insideLock(): boolean {
   let pid = process.ppid;
   for (let depth = 0; pid > 1 && depth < 16; depth++) {
+    let argv: string[];
     try {
-      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (path.basename(argv[0]) === 'flock' && argv.includes(BENCH_LOCK)) return true;
-      pid = Number(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[1]);
+      argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     } catch {
       return false;
     }
+    if (path.basename(argv[0]) === 'flock' && argv.includes(BENCH_LOCK)) return true;
+    const st = readStat(pid);
+    if (!st) return false;
+    pid = st.ppid;
   }
   return false;
 }

@@ -14,7 +14,8 @@ interface Stat {
   childTicks: number;
 }
 
-function readStat(pid: number): Stat | null {
+/** The fields of /proc/PID/stat used here, or null when the process is gone. */
+export function readStat(pid: number): Stat | null {
   let text: string;
   try {
     text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');

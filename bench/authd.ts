@@ -3,7 +3,7 @@
 //
 // npm run bench:authd [-- --quick] [--duration S] [--warmup S] [--concurrency 1,8,64]
 //                     [--scenarios calibration,ldap,ldap-cache,ldap-remote,rimap,rimap-cache,file,file-cache]
-//                     [--cyrus-n 5,16] [--rounds 3] [--generators 1] [--slapd-log] [--section ID] [--profile DIR] [--write | --no-write]
+//                     [--cyrus-n 5,16] [--rounds 3] [--generators 1] [--generator c|node] [--tail] [--slapd-log] [--section ID] [--profile DIR] [--write | --no-write]
 // Full run (every scenario but rimap-cache): ~6 minutes; --quick (calibration and the three LDAP scenarios, 1.5 s cells,
 // not written to docs unless --write): ~1-2 minutes. docs/benchmarks.md is rewritten between its bench:authd markers.
 import fs from 'node:fs';
@@ -13,8 +13,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { fork, spawn } from 'node:child_process';
 import { freePort, waitForSocket } from '../test/helpers/net.js';
-import { Generator } from './lib/generator.js';
-import { mergeResults, oneRequest, type LoadResult, type LoadUser } from './lib/loadgen.js';
+import { Generator, type GeneratorKind } from './lib/generator.js';
+import { mergeResults, oneRequest, percentile, type LoadResult, type LoadUser } from './lib/loadgen.js';
 import { encodeFields } from '../src/auth/protocol/frame.js';
 import { startCyrus, startFacteur, startNull, type RunningDaemon } from './lib/daemons.js';
 import { machineBusyMs, pidListeningOn, treeCpuMs } from './lib/procstat.js';
@@ -41,6 +41,10 @@ interface Flags {
   slapdLog: boolean;
   /** Load generator processes (one is lighter on a 2-core machine; more help on bigger ones). */
   generators: number;
+  /** `c`: bench/lib/loadgen.c (default); `node`: bench/lib/loadgen-child.ts, the generator of earlier runs. */
+  generator: GeneratorKind;
+  /** Print more percentiles of each cell on the console (the report keeps p50 and p99). */
+  tail: boolean;
   concurrency: number[];
   scenarios: string[];
   cyrusN: number[];
@@ -48,12 +52,15 @@ interface Flags {
   write: boolean;
 }
 
+/** Percentiles printed by --tail. */
+const TAIL = [50, 90, 95, 98, 99, 99.5, 99.9];
+
 const ALL_SCENARIOS = ['calibration', 'ldap', 'ldap-cache', 'ldap-remote', 'rimap', 'rimap-cache', 'file', 'file-cache'];
 // rimap-cache measures the same thing as ldap-cache (cache hits never reach the backend): on request only.
 const DEFAULT_SCENARIOS = ALL_SCENARIOS.filter((s) => s !== 'rimap-cache');
 
 function parseFlags(argv: string[]): Flags {
-  const f: Flags = { quick: false, durationMs: 4000, warmupMs: 500, rounds: 3, generators: 1, slapdLog: false, section: '', argv, concurrency: [1, 8, 64], scenarios: DEFAULT_SCENARIOS, cyrusN: [5, 16], write: true };
+  const f: Flags = { quick: false, durationMs: 4000, warmupMs: 500, rounds: 3, generators: 1, generator: 'c', tail: false, slapdLog: false, section: '', argv, concurrency: [1, 8, 64], scenarios: DEFAULT_SCENARIOS, cyrusN: [5, 16], write: true };
   let explicitWrite: boolean | undefined;
   const list = (v: string | undefined, name: string) => {
     if (!v) throw new Error(`${name} needs a value`);
@@ -78,8 +85,15 @@ function parseFlags(argv: string[]): Flags {
       case '--warmup': f.warmupMs = seconds(argv[++i], a); break;
       case '--rounds': f.rounds = nums(argv[++i], a)[0]; break;
       case '--slapd-log': f.slapdLog = true; break;
+      case '--tail': f.tail = true; break;
       case '--section': f.section = list(argv[++i], a)[0]; break;
       case '--generators': f.generators = nums(argv[++i], a)[0]; break;
+      case '--generator': {
+        const k = list(argv[++i], a)[0];
+        if (k !== 'c' && k !== 'node') throw new Error(`${a}: expected c or node, got ${k}`);
+        f.generator = k;
+        break;
+      }
       case '--concurrency': f.concurrency = nums(argv[++i], a); break;
       case '--scenarios': f.scenarios = list(argv[++i], a); break;
       case '--cyrus-n': f.cyrusN = nums(argv[++i], a); break;
@@ -88,7 +102,7 @@ function parseFlags(argv: string[]): Flags {
       case '--no-write': explicitWrite = false; break;
       case '-h': case '--help':
         process.stdout.write(`usage: npm run bench:authd -- [--quick] [--duration S] [--warmup S] [--concurrency 1,8,64]\n` +
-          `       [--scenarios ${ALL_SCENARIOS.join(',')}] [--cyrus-n 5,16] [--rounds N] [--generators N] [--slapd-log] [--section ID] [--profile DIR] [--write|--no-write]\n`);
+          `       [--scenarios ${ALL_SCENARIOS.join(',')}] [--cyrus-n 5,16] [--rounds N] [--generators N] [--generator c|node] [--tail] [--slapd-log] [--section ID] [--profile DIR] [--write|--no-write]\n`);
         process.exit(0);
       // falls through (unreachable)
       default: throw new Error(`unknown option ${a}`);
@@ -498,11 +512,15 @@ function markdown(m: MachineInfo, f: Flags, outcomes: ScenarioOutcome[], started
       `- Load: C clients in a closed loop, one request per connection (as Postfix's libsasl does), users user0…user${USER_COUNT - 1} in turn, ` +
         `service \`${SERVICE}\`, empty realm. Only \`OK\` replies count; anything else is an error and is shown. Before its cells, each daemon must ` +
         'answer OK for every user and NO for wrong passwords (this also fills the caches in the cache-on scenarios).',
-      `- The load generator is ${f.generators === 1 ? 'a separate Node process' : `${f.generators} separate Node processes`} (\`bench/lib/loadgen-child.ts\`); ` +
-        'the backend server, the daemon and the generator share the same cores, as on a real mail host. The calibration scenario shows the ceiling ' +
+      (f.generator === 'c'
+        ? `- The load generator is ${f.generators === 1 ? 'a separate C program' : `${f.generators} separate C processes`} (\`bench/lib/loadgen.c\`, one epoll loop, built at the start of the run), ` +
+          'like the C clients that use saslauthd (Postfix\'s libsasl). Runs before 2026-11-29 used a Node generator (`--generator node`), which cost ~100 µs ' +
+          'of CPU per request and added its own garbage-collection pauses to both daemons\' latencies. '
+        : `- The load generator is ${f.generators === 1 ? 'a separate Node process' : `${f.generators} separate Node processes`} (\`bench/lib/loadgen-child.ts\`, \`--generator node\`); `) +
+        'The backend server, the daemon and the generator share the same cores, as on a real mail host. The calibration scenario shows the ceiling ' +
         'this puts on any daemon here; a cell whose generator CPU nears 100% is limited by the generator, not the daemon.',
-      '- Cyrus listens with a small queue (`SOCKET_BACKLOG`); when it is full, a C client blocks in `connect()`. Node cannot, so a refused ' +
-        'connect (EAGAIN) waits its turn in a FIFO and retries when one of our requests completes; the retries are counted and shown.',
+      '- Cyrus listens with a small queue (`SOCKET_BACKLOG`); when it is full, a C client blocks in `connect()`. The generator\'s connects do not ' +
+        'block, so a refused connect (EAGAIN) waits its turn in a FIFO and retries when one of our requests completes (or after 5 ms); the retries are counted and shown.',
       `- slapd: the test helper's (\`test/helpers/slapd.ts\`: mdb, 100 users with {SSHA} passwords), ${
         f.slapdLog ? 'logging every operation (`-d stats`) as the helper starts it' : 'restarted with logging off (`loglevel none`, as Debian ships it; `--slapd-log` keeps the helper\'s `-d stats`)'
       }. The service account binds, then \`ldap_filter: (uid=%u)\` under the base DN.`,
@@ -553,7 +571,7 @@ async function main(): Promise<number> {
   process.stdout.write(`facteur authd benchmark: ${m.cpu}, ${m.cores} cores, Node ${m.node}, ${m.cyrus}\n`);
   process.stdout.write(`cells: ${f.warmupMs / 1000} s warm-up + ${f.durationMs / 1000} s measured; clients ${f.concurrency.join(', ')}; scenarios ${f.scenarios.join(', ')}\n\n`);
   const envs = new Environments(dir, f);
-  const gen = await Generator.start(f.generators);
+  const gen = await Generator.start(f.generators, f.generator);
   const outcomes: ScenarioOutcome[] = [];
   let daemonSeq = 0;
   try {
@@ -633,6 +651,7 @@ async function main(): Promise<number> {
                 `errors ${errorsText(result)}  daemon ${fmtUs(cell.daemonCpuMs, result.ok)} µs/auth` +
                 `${env.backendName ? `  ${env.backendName} ${fmtUs(cell.backendCpuMs, result.ok)} µs/auth` : ''}  CPU: generator ${pct(result.generatorCpuMs)}, others ${pct(cell.otherCpuMs ?? 0)}\n`,
             );
+            if (f.tail) process.stdout.write(`    tail (ms): ${TAIL.map((q) => `p${q} ${fmtMs(percentile(result.latencies, q))}`).join('  ')}\n`);
           }
         }
       } finally {

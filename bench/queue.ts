@@ -18,6 +18,7 @@ import { Generator, exited } from './smtp/generator.js';
 import { Spool } from '../src/queue/spool.js';
 import { runUnderBenchLock } from './lib/lock.js';
 import { takeTurns } from './lib/rounds.js';
+import { FACTEUR_BIN, facteurNodeFlags } from './lib/node-flags.js';
 
 const argv = process.argv.slice(2);
 // Serialize with the other benchmarks (see lib/lock.ts).
@@ -151,10 +152,11 @@ async function startFacteur(dir: string, sinkPort?: number, inline = false, work
   const config = path.join(dir, 'facteur.toml');
   await fsp.writeFile(config, facteurToml(dir, port, sinkPort, inline, workers));
   const logFd = fs.openSync(path.join(dir, 'facteur.log'), 'a');
+  // The Node flags of bin/facteur's shebang, as in production, for both ways of starting it.
   const args =
     sinkPort === undefined
-      ? ['--import', 'tsx', path.join(import.meta.dirname, 'smtp/facteur-serve.ts'), config]
-      : [path.resolve(import.meta.dirname, '../bin/facteur'), 'serve', '--config', config];
+      ? [...facteurNodeFlags(), '--import', 'tsx', path.join(import.meta.dirname, 'smtp/facteur-serve.ts'), config]
+      : [...facteurNodeFlags(), FACTEUR_BIN, 'serve', '--config', config];
   const proc = spawn(process.execPath, args, { stdio: ['ignore', logFd, logFd, ...(sinkPort === undefined ? ['ipc' as const] : [])] });
   fs.closeSync(logFd);
   await Promise.race([

@@ -18,6 +18,7 @@ import type { SessionResult, SessionSpec } from './smtp/client.js';
 import { Generator, exited, reapedChildrenMs, withNofile } from './smtp/generator.js';
 import { runUnderBenchLock } from './lib/lock.js';
 import { takeTurns } from './lib/rounds.js';
+import { facteurNodeFlags } from './lib/node-flags.js';
 
 const run = promisify(execFile);
 const argv = process.argv.slice(2);
@@ -105,7 +106,7 @@ listen = ""
   // Logs go to a file, as Postfix's go to its maillog_file.
   const logFd = fs.openSync(path.join(dir, 'facteur.log'), 'a');
   const profile = PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(PROFILE_DIR)] : [];
-  const [cmd, args] = withNofile(NOFILE, process.execPath, [...profile, '--import', 'tsx', path.join(import.meta.dirname, 'smtp/facteur-serve.ts'), config]);
+  const [cmd, args] = withNofile(NOFILE, process.execPath, [...facteurNodeFlags(), ...profile, '--import', 'tsx', path.join(import.meta.dirname, 'smtp/facteur-serve.ts'), config]);
   const proc = spawn(cmd, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, ...env } });
   fs.closeSync(logFd);
   await Promise.race([

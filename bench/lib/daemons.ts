@@ -5,8 +5,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { waitForSocket } from '../../test/helpers/net.js';
+import { FACTEUR_BIN, facteurNodeFlags } from './node-flags.js';
 
-export const FACTEUR = path.resolve(import.meta.dirname, '../../bin/facteur');
+export const FACTEUR = FACTEUR_BIN;
 export const SASLAUTHD = '/usr/sbin/saslauthd';
 
 export interface RunningDaemon {
@@ -52,7 +53,11 @@ async function startSocketDaemon(label: string, what: string, socket: string, cm
 /** `facteur authd -f -m DIR ARGS` with the brute-force penalty off (the benchmark sends no client address anyway). */
 export async function startFacteur(label: string, runDir: string, args: string[], nodeArgs: string[] = [], env?: Record<string, string>): Promise<RunningDaemon> {
   await fs.mkdir(runDir, { recursive: true });
-  return startSocketDaemon(label, 'facteur authd', path.join(runDir, 'mux'), process.execPath, [...nodeArgs, FACTEUR, 'authd', '-f', '-m', runDir, ...args], env);
+  // Started as installed (bin/facteur runs through its shebang, with its Node flags); with extra Node flags (profiling),
+  // through node with the shebang's flags and those.
+  const argv = ['authd', '-f', '-m', runDir, ...args];
+  const [cmd, cmdArgs] = nodeArgs.length ? [process.execPath, [...facteurNodeFlags(), ...nodeArgs, FACTEUR, ...argv]] : [FACTEUR, argv];
+  return startSocketDaemon(label, 'facteur authd', path.join(runDir, 'mux'), cmd, cmdArgs, env);
 }
 
 /** The real Cyrus saslauthd, detached (its own session and process group); stopped with SIGTERM to its master. */

@@ -1,8 +1,12 @@
-// Parent side of the load generator: forks bench/lib/loadgen-child.ts (one or more processes, kept for the whole run),
-// splits each cell's clients among them and merges their results. Trusts the children's results (our own code).
+// Parent side of the load generator: runs each cell in one or more generator processes, splits its clients among them
+// and merges their results. Two kinds: `c` (default) runs bench/lib/loadgen.c, one process per cell; `node` forks
+// bench/lib/loadgen-child.ts, kept for the whole run. Trusts the children's results (our own code).
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { mergeResults, type LoadResult, type LoadSpec } from './loadgen.js';
+import { buildCGenerator, runCLoad } from './cgen.js';
+
+export type GeneratorKind = 'c' | 'node';
 
 type Reply = { id: number; result?: LoadResult; error?: string } | { ready: true };
 
@@ -34,10 +38,15 @@ class Child {
 }
 
 export class Generator {
-  private constructor(private readonly children: Child[]) {}
+  private constructor(
+    private readonly children: Child[],
+    private readonly cBinary: string | undefined,
+    readonly processes: number,
+  ) {}
 
   /** Start `processes` generator processes (each single-threaded, so two can load two cores). */
-  static async start(processes = 1): Promise<Generator> {
+  static async start(processes = 1, kind: GeneratorKind = 'c'): Promise<Generator> {
+    if (kind === 'c') return new Generator([], buildCGenerator(), processes);
     const children = await Promise.all(
       Array.from({ length: processes }, async () => {
         const proc = fork(path.join(import.meta.dirname, 'loadgen-child.ts'), [], {
@@ -52,20 +61,21 @@ export class Generator {
         return new Child(proc);
       }),
     );
-    return new Generator(children);
+    return new Generator(children, undefined, processes);
   }
 
-  get processes(): number {
-    return this.children.length;
+  get kind(): GeneratorKind {
+    return this.cBinary ? 'c' : 'node';
   }
 
   /** Run one cell: the clients are dealt out among the processes (never a process with none). */
   async run(spec: LoadSpec): Promise<LoadResult> {
-    const used = this.children.slice(0, Math.min(this.children.length, spec.concurrency));
+    const used = Math.min(this.processes, spec.concurrency);
     const parts = await Promise.all(
-      used.map((child, i) => {
-        const share = Math.floor(spec.concurrency / used.length) + (i < spec.concurrency % used.length ? 1 : 0);
-        return child.run({ ...spec, concurrency: share, firstUser: Math.floor((i * spec.users.length) / used.length) });
+      Array.from({ length: used }, (_, i) => {
+        const share = Math.floor(spec.concurrency / used) + (i < spec.concurrency % used ? 1 : 0);
+        const part = { ...spec, concurrency: share, firstUser: Math.floor((i * spec.users.length) / used) };
+        return this.cBinary ? runCLoad(this.cBinary, part) : this.children[i].run(part);
       }),
     );
     return parts.length === 1 ? parts[0] : mergeResults(parts, spec.concurrency);

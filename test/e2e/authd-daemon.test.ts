@@ -132,6 +132,8 @@ test('--metrics serves Prometheus counters for attempts, cache and latency; curl
     // three testsaslauthd requests plus the readiness probe of startFacteurAuthd
     assert.match(text, /facteur_connections_total\{listener="authd"\} 4/);
     assert.ok(!text.includes('correct horse'));
+    // bin/facteur's shebang sizes V8's young generation (16 MiB from the start, not 1 MiB): fewer pauses in the replies.
+    assert.match(text, /nodejs_heap_space_size_total_bytes\{space="new"\} 16777216\n/);
     const health = await new Promise<string>((resolve, reject) => execFile('curl', ['-sf', `http://127.0.0.1:${port}/health`], (err, out) => (err ? reject(err) : resolve(out))));
     assert.match(health, /"status":"ok"/);
   } finally {

@@ -1,0 +1,139 @@
+// The benchmark's C load generator (bench/lib/loadgen.c) follows the Node generator's rules: only OK replies are
+// successes; NO, dropped, truncated and oversized replies are errors by kind; a full listen queue is waited out, not
+// counted as a failure; latencies are of successes only.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import path from 'node:path';
+import fs from 'node:fs/promises';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { buildCGenerator, runCLoad, parseOutput } from '../../../bench/lib/cgen.js';
+import { encodeFields, parseRequest } from '../../../src/auth/protocol/frame.js';
+import { tempDir } from '../../helpers/net.js';
+
+let dir: string;
+let sock: string;
+let server: net.Server;
+let bin: string;
+
+// user0 → OK, user1 → NO, user2 → closes without replying, user3 → a garbage length prefix, user4 → an oversized
+// reply, user5 → OK after 20 ms.
+before(async () => {
+  dir = await tempDir('facteur-cgen-');
+  bin = buildCGenerator(path.join(dir, 'bin'));
+  sock = path.join(dir, 'mux');
+  server = net.createServer((s) => {
+    let buf = Buffer.alloc(0);
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      const r = parseRequest(buf);
+      if (r.kind !== 'request') return;
+      const login = r.fields[0].toString();
+      const pass = r.fields[1].toString();
+      if (login === 'user0' && pass === 'pass0') s.end(encodeFields(['OK']));
+      else if (login === 'user2') s.destroy();
+      else if (login === 'user3') s.end(Buffer.from([0xff, 0xff, 0x41]));
+      else if (login === 'user4') s.end(Buffer.concat([Buffer.from([0x08, 0x00]), Buffer.alloc(2048, 0x41)]));
+      else if (login === 'user5') setTimeout(() => s.end(encodeFields(['OK slow'])), 20);
+      else s.end(encodeFields(['NO authentication failed']));
+    });
+    s.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(sock, r));
+});
+
+after(async () => {
+  await new Promise((r) => server.close(r));
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+const spec = (users: { login: string; password: string }[], o: { concurrency?: number; durationMs?: number; socket?: string } = {}) => ({
+  socket: o.socket ?? sock,
+  concurrency: o.concurrency ?? 4,
+  durationMs: o.durationMs ?? 300,
+  users,
+  service: 'smtp',
+  realm: '',
+  timeoutMs: 2000,
+});
+
+test('only OK replies are successes; NO, dropped, truncated and oversized replies are errors by kind', async () => {
+  const users = ['0', '1', '2', '3', '4'].map((i) => ({ login: `user${i}`, password: i === '0' ? 'pass0' : 'x' }));
+  const r = await runCLoad(bin, spec(users));
+  assert.ok(r.ok > 0);
+  assert.ok(r.errors['reply: NO authentication failed'] > 0, JSON.stringify(r.errors));
+  assert.ok(r.errors['transport: closed without reply'] > 0, JSON.stringify(r.errors));
+  assert.ok(r.errors['transport: truncated reply'] > 0, JSON.stringify(r.errors));
+  assert.ok(r.errors['transport: oversized reply'] > 0, JSON.stringify(r.errors));
+  assert.equal(r.errorCount, Object.values(r.errors).reduce((a, b) => a + b, 0));
+  // Users are taken in turn, so each kind is about a fifth of the requests.
+  const total = r.ok + r.errorCount;
+  assert.ok(r.ok >= total / 5 - 4 && r.ok <= total / 5 + 4, `ok ${r.ok} of ${total}`);
+  assert.equal(r.latencies.length, r.ok);
+  assert.ok(r.rate > 0 && r.p50 > 0 && r.p99 >= r.p50);
+  assert.ok(r.generatorCpuMs > 0 && r.elapsedMs >= 300);
+});
+
+test('a wrong password is never counted as a success', async () => {
+  const r = await runCLoad(bin, spec([{ login: 'user0', password: 'wrong' }]));
+  assert.equal(r.ok, 0);
+  assert.ok(r.errorCount > 0);
+  assert.ok(Number.isNaN(r.p50));
+  assert.equal(r.rate, 0);
+});
+
+test('latencies are measured: replies held 20 ms take at least 20 ms', async () => {
+  const r = await runCLoad(bin, spec([{ login: 'user5', password: 'x' }], { concurrency: 2, durationMs: 200 }));
+  assert.ok(r.ok >= 10, `ok ${r.ok}`);
+  assert.ok(r.p50 >= 20 && r.max < 1000, `p50 ${r.p50} max ${r.max}`);
+  // Two clients, one request at a time each, ~20 ms apiece: about 100 per second, never more.
+  assert.ok(r.rate <= 2 * (1000 / 20), `rate ${r.rate}`);
+});
+
+test('a missing socket is counted as a transport error for the whole run, and the run still ends', async () => {
+  const r = await runCLoad(bin, spec([{ login: 'user0', password: 'pass0' }], { socket: path.join(dir, 'nothing'), durationMs: 100 }));
+  assert.equal(r.ok, 0);
+  assert.ok(r.errors['transport: ENOENT'] > 0, JSON.stringify(r.errors));
+  assert.ok(r.elapsedMs >= 100 && r.elapsedMs < 2000);
+});
+
+test('a full listen queue is waited out (EAGAIN retried in turn), not counted as an error', async () => {
+  // A server with a listen queue of 1 that accepts one connection every 5 ms: most of 16 clients' connects are refused.
+  const slow = path.join(dir, 'slow');
+  const py = spawn('python3', ['-c', `
+import socket, time, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)
+print('ready', flush=True)
+while True:
+    c, _ = s.accept(); c.recv(1024); c.sendall(b'\\x00\\x02OK'); c.close(); time.sleep(0.005)
+`, slow], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await readyLine(py);
+    const r = await runCLoad(bin, spec([{ login: 'user0', password: 'pass0' }], { socket: slow, concurrency: 16, durationMs: 300 }));
+    assert.equal(r.errorCount, 0, JSON.stringify(r.errors));
+    assert.ok(r.connectRetries > 0, 'connects were refused and retried');
+    assert.ok(r.ok > 10, `ok ${r.ok}`);
+  } finally {
+    py.kill();
+  }
+});
+
+test('the output parser refuses a result whose latencies do not match its count', () => {
+  const head = Buffer.from('{"ok":2,"errorCount":0,"connectRetries":0,"elapsedMs":10,"generatorCpuMs":1,"errors":{}}\n');
+  const lat = Buffer.alloc(16);
+  lat.writeDoubleLE(2, 0);
+  lat.writeDoubleLE(1, 8);
+  const r = parseOutput(Buffer.concat([head, lat]), 1);
+  assert.deepEqual(Array.from(r.latencies), [1, 2]);
+  assert.equal(r.rate, 200);
+  assert.throws(() => parseOutput(Buffer.concat([head, lat.subarray(0, 8)]), 1), /8 bytes of latencies for 2 successes/);
+  assert.throws(() => parseOutput(Buffer.from('{"ok":-1}\n'), 1), /bad ok/);
+  assert.throws(() => parseOutput(Buffer.from('no newline'), 1), /no result line/);
+});
+
+function readyLine(p: ChildProcess): Promise<void> {
+  return new Promise((resolve, reject) => {
+    p.stdout!.once('data', () => resolve());
+    p.once('exit', (code) => reject(new Error(`python server exited with ${code}`)));
+  });
+}

@@ -524,7 +524,7 @@ function markdown(m: MachineInfo, f: Flags, outcomes: ScenarioOutcome[], started
       `- slapd: the test helper's (\`test/helpers/slapd.ts\`: mdb, 100 users with {SSHA} passwords), ${
         f.slapdLog ? 'logging every operation (`-d stats`) as the helper starts it' : 'restarted with logging off (`loglevel none`, as Debian ships it; `--slapd-log` keeps the helper\'s `-d stats`)'
       }. The service account binds, then \`ldap_filter: (uid=%u)\` under the base DN.`,
-      '- Both daemons run as in production: facteur `authd -f` (no per-request logging), Cyrus detached without `-d`. Same saslauthd.conf for both.',
+      '- Both daemons run as in production: facteur `authd -f` started as installed (`bin/facteur`, with its shebang\'s Node flags; no per-request logging), Cyrus detached without `-d`. Same saslauthd.conf for both.',
       '- CPU columns: run time of the daemon (all its processes) and of the backend server (with the processes it forked) during the measured ' +
         'phase, divided by successful authentications. "Others" is CPU used meanwhile by processes outside the benchmark, as a share of one core: noise.',
     ].join('\n'),

@@ -105,5 +105,5 @@ export async function startCyrus(label: string, runDir: string, args: string[]):
 export async function startNull(label: string, runDir: string, users: number, env?: Record<string, string>): Promise<RunningDaemon> {
   await fs.mkdir(runDir, { recursive: true });
   const socket = path.join(runDir, 'mux');
-  return startSocketDaemon(label, 'null daemon', socket, process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'null-daemon.ts'), socket, String(users)], env);
+  return startSocketDaemon(label, 'null daemon', socket, process.execPath, [...facteurNodeFlags(), '--import', 'tsx', path.join(import.meta.dirname, 'null-daemon.ts'), socket, String(users)], env);
 }

@@ -44,7 +44,7 @@ export interface DeliveryThreadArgs {
 }
 
 export interface DeliveryThreadHandle extends DeliveryHandle {
-  /** The running thread, if any (for tools and tests: terminating it makes this side start another after 1 s). */
+  /** The running thread (started and ready), if any (for tools and tests: terminating it makes this side start another after 1 s). */
   thread(): Worker | undefined;
 }
 
@@ -56,6 +56,8 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
   const data: DeliveryThreadData = { queueDir: a.spool.dir, options: a.options, logName: 'facteur-smtp', logLevel: a.logLevel, sourceMaps: process.sourceMapsEnabled };
   const log = a.log;
   let worker: Worker | undefined;
+  /** `worker` once it said it is ready (a thread still starting, or one that will fail to, is not running yet). */
+  let live: Worker | undefined;
   let stopping = false;
   /** The first start succeeded: from then on a thread that exits is replaced. */
   let running = false;
@@ -96,6 +98,7 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
       w.on('message', (m: FromDeliveryThread) => {
         if (m.t === 'ready') {
           up = true;
+          if (worker === w) live = w;
           resolve();
         } else if (m.t === 'results') a.onResults?.(m.counts);
         else if (m.t === 'fatal') reject(new Error(m.message));
@@ -114,6 +117,7 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
     exited = new Promise<void>((resolve) => {
       w.on('exit', (code) => {
         if (worker === w) worker = undefined;
+        if (live === w) live = undefined;
         for (const p of pending.values()) p.reject(new Error('the delivery thread stopped'));
         pending.clear();
         resolve();
@@ -173,6 +177,6 @@ export async function startDeliveryThread(a: DeliveryThreadArgs): Promise<Delive
     },
     flush: (id?: string) => ask((req) => ({ t: 'flush', req, id })),
     tick: () => ask((req) => ({ t: 'tick', req })),
-    thread: () => worker,
+    thread: () => live,
   };
 }

@@ -444,6 +444,35 @@ interface ScenarioOutcome {
   skipped?: string;
   cells: Cell[];
   failures: string[];
+  /** Scenarios with a target, C generator: each daemon at the same fixed rate, per client count. */
+  equalLoad?: EqualLoad[];
+}
+
+/** One client count's equal-load pass: facteur and the Cyrus variants offered the same requests per second. */
+interface EqualLoad {
+  concurrency: number;
+  rate: number;
+  /** Whose closed-loop rate it is a share of. */
+  basis: string;
+  results: { daemon: string; kind: DaemonSpec['kind']; result: LoadResult }[];
+}
+
+/** The equal-load pass offers this share of the best Cyrus's closed-loop rate (below its saturation). */
+const EQUAL_LOAD_SHARE = 0.8;
+
+function equalLoadLines(o: ScenarioOutcome): string[] {
+  const out: string[] = [];
+  for (const e of o.equalLoad ?? []) {
+    const fac = e.results.find((r) => r.kind === 'facteur');
+    const rest = e.results.filter((r) => r !== fac);
+    const fmt = (r: EqualLoad['results'][number]) =>
+      `${r.daemon} ${fmtMs(r.result.p50)} / ${fmtMs(r.result.p99)}${r.result.errorCount ? ` (${r.result.errorCount} errors)` : ''}`;
+    out.push(
+      `${e.concurrency} client${e.concurrency > 1 ? 's' : ''} at equal load, ${fmtRate(e.rate)} auth/s offered (${Math.round(EQUAL_LOAD_SHARE * 100)} % of ${e.basis}'s rate), ` +
+        `p50 / p99 ms: ${[fac, ...rest].filter((r) => r !== undefined).map((r) => fmt(r!)).join(', ')}`,
+    );
+  }
+  return out;
 }
 
 function scenarioRows(o: ScenarioOutcome, concurrency: number[]): { head: string[]; rows: string[][] } {
@@ -553,6 +582,16 @@ function markdown(m: MachineInfo, f: Flags, outcomes: ScenarioOutcome[], started
         '',
         markdownTable(head, rows),
         ...(v.length ? ['', ...v.map((l) => `- ${l}`)] : []),
+        ...(o.equalLoad?.length
+          ? [
+              '',
+              'The same daemons offered the same fixed rate (open loop: each client sends on a schedule, and a reply counts from when its ' +
+                'request was due), below the best Cyrus\'s saturation: the latency each gives at equal work, where the closed loop above ' +
+                'gives the faster daemon more requests to answer.',
+              '',
+              ...equalLoadLines(o).map((l) => `- ${l}`),
+            ]
+          : []),
         ...(o.failures.length ? ['', ...o.failures.map((l) => `- **Failed:** ${l}`)] : []),
       ].join('\n'),
     );
@@ -653,6 +692,20 @@ async function main(): Promise<number> {
             );
             if (f.tail) process.stdout.write(`    tail (ms): ${TAIL.map((q) => `p${q} ${fmtMs(percentile(result.latencies, q))}`).join('  ')}\n`);
           }
+          if (env.target && gen.kind === 'c') {
+            const here = outcome.cells.filter((x) => x.result.concurrency === c);
+            const best = here.filter((x) => x.kind === 'cyrus').sort((a, b) => b.result.rate - a.result.rate)[0];
+            const compared = running.filter((d) => ['facteur', 'cyrus'].includes(kinds.get(d)!.kind));
+            if (best && best.result.rate > 0) {
+              const e: EqualLoad = { concurrency: c, rate: EQUAL_LOAD_SHARE * best.result.rate, basis: best.daemon, results: [] };
+              for (const d of compared) {
+                const r = await gen.run({ ...base, socket: d.socket, durationMs: f.durationMs / f.rounds, rate: e.rate });
+                e.results.push({ daemon: kinds.get(d)!.label, kind: kinds.get(d)!.kind, result: r });
+              }
+              (outcome.equalLoad ??= []).push(e);
+              for (const l of equalLoadLines({ ...outcome, equalLoad: [e] })) process.stdout.write(`  ${l}\n`);
+            }
+          }
         }
       } finally {
         for (const d of running) await d.stop();
@@ -660,6 +713,7 @@ async function main(): Promise<number> {
       const { head, rows } = scenarioRows(outcome, f.concurrency);
       process.stdout.write(`\n${textTable(head, rows)}\n`);
       for (const l of verdicts(outcome, f.concurrency)) process.stdout.write(`  ${l}\n`);
+      for (const l of equalLoadLines(outcome)) process.stdout.write(`  ${l}\n`);
       process.stdout.write('\n');
     }
   } finally {

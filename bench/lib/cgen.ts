@@ -53,7 +53,7 @@ interface Header {
 /** Run one cell with the C generator at `bin`. */
 export function runCLoad(bin: string, spec: LoadSpec): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
-    const args = [spec.socket, String(spec.concurrency), String(spec.durationMs), String(spec.timeoutMs), String(spec.firstUser ?? 0)];
+    const args = [spec.socket, String(spec.concurrency), String(spec.durationMs), String(spec.timeoutMs), String(spec.firstUser ?? 0), String(spec.rate ?? 0)];
     const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';

@@ -74,7 +74,8 @@ export class Generator {
     const parts = await Promise.all(
       Array.from({ length: used }, (_, i) => {
         const share = Math.floor(spec.concurrency / used) + (i < spec.concurrency % used ? 1 : 0);
-        const part = { ...spec, concurrency: share, firstUser: Math.floor((i * spec.users.length) / used) };
+        const part = { ...spec, concurrency: share, firstUser: Math.floor((i * spec.users.length) / used), rate: spec.rate && (spec.rate * share) / spec.concurrency };
+        if (spec.rate && !this.cBinary) throw new Error('a fixed request rate needs the C generator (--generator c)');
         return this.cBinary ? runCLoad(this.cBinary, part) : this.children[i].run(part);
       }),
     );

@@ -8,7 +8,10 @@
 //
 // Trusts its caller (cgen.ts) for the arguments and the request payloads; trusts nothing from the daemon.
 //
-// Usage: loadgen SOCKET CONCURRENCY DURATION_MS TIMEOUT_MS FIRST_USER < payloads
+// Usage: loadgen SOCKET CONCURRENCY DURATION_MS TIMEOUT_MS FIRST_USER [RATE] < payloads
+//   RATE (requests per second, all clients together; 0 or absent: closed loop): each client starts a request every
+//   CONCURRENCY/RATE seconds, on a fixed schedule, and a request's latency counts from its scheduled start, so that a
+//   daemon that falls behind shows it in its latencies instead of being offered less (no coordinated omission).
 //   stdin:  u32 count, then count x (u32 length, bytes): the encoded requests, taken in turn (big-endian lengths)
 //   stdout: one JSON line (counts, errors by kind, CPU), then `ok` little-endian doubles: the latencies in ms
 #define _GNU_SOURCE
@@ -34,7 +37,8 @@ enum phase { IDLE, QUEUED, CONNECTING, WRITING, READING };
 typedef struct {
   int fd;
   enum phase phase;
-  double started;   /* ms, start of the current request (before any queueing) */
+  double started;   /* ms, start of the current request (before any queueing; its scheduled time with a RATE) */
+  double slot;      /* ms, with a RATE: when this client's next request is due */
   double deadline;  /* ms, started + timeout */
   const unsigned char *req;
   uint32_t req_len;
@@ -129,6 +133,7 @@ static client_t *clients;
 static int nclients, epfd;
 static const char *sock_path;
 static double timeout_ms, end_at;
+static double interval_ms; /* with a RATE: time between two requests of one client; 0: closed loop */
 static unsigned char **payloads;
 static uint32_t *payload_len, npayloads, next_payload;
 
@@ -190,6 +195,10 @@ static void start(int i) {
   c->req_len = payload_len[next_payload % npayloads];
   next_payload++;
   c->started = now_ms();
+  if (interval_ms > 0) {
+    c->started = c->slot; /* due then, even if started later */
+    c->slot += interval_ms;
+  }
   c->deadline = c->started + timeout_ms;
   if (gate_len) {
     c->phase = QUEUED;
@@ -270,8 +279,8 @@ static double cpu_ms(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 6) {
-    fprintf(stderr, "usage: %s SOCKET CONCURRENCY DURATION_MS TIMEOUT_MS FIRST_USER < payloads\n", argv[0]);
+  if (argc != 6 && argc != 7) {
+    fprintf(stderr, "usage: %s SOCKET CONCURRENCY DURATION_MS TIMEOUT_MS FIRST_USER [RATE] < payloads\n", argv[0]);
     return 2;
   }
   sock_path = argv[1];
@@ -279,6 +288,9 @@ int main(int argc, char **argv) {
   double duration = atof(argv[3]);
   timeout_ms = atof(argv[4]);
   next_payload = (uint32_t)atol(argv[5]);
+  double rate = argc == 7 ? atof(argv[6]) : 0;
+  if (rate < 0) { fprintf(stderr, "loadgen: bad rate\n"); return 2; }
+  if (rate > 0) interval_ms = 1000.0 * nclients / rate;
   if (nclients < 1 || duration <= 0 || timeout_ms <= 0 || strlen(sock_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
     fprintf(stderr, "loadgen: bad arguments\n");
     return 2;
@@ -302,8 +314,12 @@ int main(int argc, char **argv) {
   double cpu0 = cpu_ms();
   double t0 = now_ms();
   end_at = t0 + duration;
-  for (int i = 0; i < nclients; i++) clients[i].fd = -1;
-  for (int i = 0; i < nclients; i++) start(i);
+  for (int i = 0; i < nclients; i++) {
+    clients[i].fd = -1;
+    clients[i].slot = t0 + interval_ms * i / nclients; /* with a RATE, the clients' schedules are spread evenly */
+  }
+  if (interval_ms == 0)
+    for (int i = 0; i < nclients; i++) start(i);
 
   struct epoll_event evs[256];
   for (;;) {
@@ -313,7 +329,15 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nclients; i++) {
       client_t *c = &clients[i];
       if (c->phase == IDLE) {
-        if (now < end_at) { start(i); now = now_ms(); }
+        if (interval_ms > 0 && now < end_at && c->slot > now) {
+          /* not due yet */
+          busy = 1;
+          if (c->slot < wake) wake = c->slot;
+          continue;
+        }
+        if (now >= end_at || (interval_ms > 0 && c->slot >= end_at)) continue; /* done */
+        start(i);
+        now = now_ms();
         if (c->phase == IDLE) { again = 1; continue; } /* failed at once: starts again on the next turn */
       }
       if (now >= c->deadline) {
@@ -345,8 +369,11 @@ int main(int argc, char **argv) {
       }
       if (gate_timer < wake) wake = gate_timer;
     }
-    int ms = wake <= now ? 0 : (int)(wake - now) + 1;
-    int n = epoll_wait(epfd, evs, 256, ms);
+    /* Sub-millisecond waits: a RATE's schedule may be a fraction of a millisecond apart. */
+    double wait_ms = wake <= now ? 0 : wake - now;
+    struct timespec ts = {.tv_sec = (time_t)(wait_ms / 1000)};
+    ts.tv_nsec = (long)((wait_ms - ts.tv_sec * 1000.0) * 1e6);
+    int n = epoll_pwait2(epfd, evs, 256, &ts, NULL);
     if (n < 0 && errno != EINTR) { perror("epoll_wait"); return 2; }
     for (int k = 0; k < n; k++) {
       int i = (int)evs[k].data.u32;

@@ -20,6 +20,11 @@ export interface LoadSpec {
   timeoutMs: number;
   /** Index of the first user, so that several generator processes do not walk the users in step. */
   firstUser?: number;
+  /**
+   * Open loop (C generator only): requests per second, all clients together, on a fixed schedule; a request's latency
+   * counts from when it was due. Absent: closed loop (each client sends its next request when the last is answered).
+   */
+  rate?: number;
 }
 
 export interface LoadResult {

@@ -137,3 +137,16 @@ function readyLine(p: ChildProcess): Promise<void> {
     p.once('exit', (code) => reject(new Error(`python server exited with ${code}`)));
   });
 }
+
+test('with a rate, requests follow a fixed schedule and a late reply counts from when its request was due', async () => {
+  // 4 clients, 200 requests/s in all, 500 ms: ~100 requests, whatever the daemon's speed.
+  const fast = await runCLoad(bin, { ...spec([{ login: 'user0', password: 'pass0' }], { concurrency: 4, durationMs: 500 }), rate: 200 });
+  assert.equal(fast.errorCount, 0, JSON.stringify(fast.errors));
+  assert.ok(fast.ok >= 90 && fast.ok <= 101, `ok ${fast.ok}`);
+  // Replies held 20 ms, 2 clients asked for 200/s (each due every 10 ms): they fall behind, and the latencies say so,
+  // growing with the backlog, where a closed loop would report a flat 20 ms.
+  const slow = await runCLoad(bin, { ...spec([{ login: 'user5', password: 'x' }], { concurrency: 2, durationMs: 400 }), rate: 200 });
+  assert.ok(slow.ok >= 20 && slow.ok < 60, `ok ${slow.ok}`);
+  assert.ok(slow.max >= 100, `max ${slow.max}: the last requests waited for the backlog`);
+  assert.ok(slow.p50 > 30, `p50 ${slow.p50}`);
+});

@@ -70,12 +70,12 @@ export class Generator {
 
   /** Run one cell: the clients are dealt out among the processes (never a process with none). */
   async run(spec: LoadSpec): Promise<LoadResult> {
+    if (spec.rate && !this.cBinary) throw new Error('a fixed request rate needs the C generator (--generator c)');
     const used = Math.min(this.processes, spec.concurrency);
     const parts = await Promise.all(
       Array.from({ length: used }, (_, i) => {
         const share = Math.floor(spec.concurrency / used) + (i < spec.concurrency % used ? 1 : 0);
         const part = { ...spec, concurrency: share, firstUser: Math.floor((i * spec.users.length) / used), rate: spec.rate && (spec.rate * share) / spec.concurrency };
-        if (spec.rate && !this.cBinary) throw new Error('a fixed request rate needs the C generator (--generator c)');
         return this.cBinary ? runCLoad(this.cBinary, part) : this.children[i].run(part);
       }),
     );

@@ -18,7 +18,7 @@ import { Generator, exited } from './smtp/generator.js';
 import { Spool } from '../src/queue/spool.js';
 import { runUnderBenchLock } from './lib/lock.js';
 import { takeTurns } from './lib/rounds.js';
-import { FACTEUR_BIN, facteurNodeFlags } from './lib/node-flags.js';
+import { FACTEUR as FACTEUR_BIN, facteurNodeFlags } from './lib/daemons.js'; // the label FACTEUR below is this bench's own
 
 const argv = process.argv.slice(2);
 // Serialize with the other benchmarks (see lib/lock.ts).

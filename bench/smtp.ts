@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, waitForSocket } from '../test/helpers/net.js';
-import { FACTEUR, startFacteur, type RunningDaemon } from './lib/daemons.js';
+import { FACTEUR, facteurNodeFlags, startFacteur, type RunningDaemon } from './lib/daemons.js';
 import { treeCpuMs, machineBusyMs, quietWaiter, processTree } from './lib/procstat.js';
 import { machineInfo, textTable, markdownTable } from './lib/report.js';
 import { startBenchPostfix, type BenchPostfix } from './smtp/postfix.js';
@@ -18,7 +18,6 @@ import type { SessionResult, SessionSpec } from './smtp/client.js';
 import { Generator, exited, reapedChildrenMs, withNofile } from './smtp/generator.js';
 import { runUnderBenchLock } from './lib/lock.js';
 import { takeTurns } from './lib/rounds.js';
-import { facteurNodeFlags } from './lib/node-flags.js';
 
 const run = promisify(execFile);
 const argv = process.argv.slice(2);

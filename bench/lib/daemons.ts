@@ -3,11 +3,23 @@
 // Trusts the binaries it runs; reads their pid and socket from the run directory.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { waitForSocket } from '../../test/helpers/net.js';
-import { FACTEUR_BIN, facteurNodeFlags } from './node-flags.js';
 
-export const FACTEUR = FACTEUR_BIN;
+export const FACTEUR = path.resolve(import.meta.dirname, '../../bin/facteur');
+
+/**
+ * The Node flags bin/facteur's shebang gives facteur in production (`#!/usr/bin/env -S node FLAGS`), for benchmarks that
+ * start facteur's code another way (a bench entry point, or node with --cpu-prof): they must run it with the same flags.
+ */
+export function facteurNodeFlags(bin = FACTEUR): string[] {
+  const first = readFileSync(bin, 'utf8').split('\n', 1)[0];
+  const m = /^#!\S*env(?: -S)? node(?:\s+(.*))?$/.exec(first.trim());
+  if (!m) throw new Error(`${bin}: cannot read the Node flags of its first line: ${first}`);
+  return m[1] ? m[1].trim().split(/\s+/) : [];
+}
+
 export const SASLAUTHD = '/usr/sbin/saslauthd';
 
 export interface RunningDaemon {

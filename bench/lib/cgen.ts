@@ -4,8 +4,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { encodeFields } from '../../src/auth/protocol/frame.js';
-import { summarize, type LoadResult, type LoadSpec } from './loadgen.js';
+import { requestPayloads, summarize, type LoadResult, type LoadSpec } from './loadgen.js';
 
 const SOURCE = path.join(import.meta.dirname, 'loadgen.c');
 
@@ -28,10 +27,7 @@ export function buildCGenerator(dir = path.join(os.tmpdir(), 'facteur-bench-cgen
 /** The requests of a spec, as the program reads them on stdin: a count, then length-prefixed payloads (big-endian). */
 function payloadStream(spec: LoadSpec): Buffer {
   const parts: Buffer[] = [u32(spec.users.length)];
-  for (const u of spec.users) {
-    const p = encodeFields([u.login, u.password, spec.service, spec.realm]);
-    parts.push(u32(p.length), p);
-  }
+  for (const p of requestPayloads(spec)) parts.push(u32(p.length), p);
   return Buffer.concat(parts);
 }
 

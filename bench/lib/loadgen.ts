@@ -187,12 +187,17 @@ export function mergeResults(parts: LoadResult[], concurrency: number, how: 'par
   };
 }
 
+/** The requests of a cell, one per user in order, as saslauthd clients send them (login, password, service, realm). */
+export function requestPayloads(spec: Pick<LoadSpec, 'users' | 'service' | 'realm'>): Buffer[] {
+  return spec.users.map((u) => encodeFields([u.login, u.password, spec.service, spec.realm]));
+}
+
 /**
  * Keep `concurrency` clients busy for `durationMs`, each sending one request per connection, users taken in turn.
  * Only replies starting with "OK" count as successes; everything else is counted as an error by kind.
  */
 export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
-  const payloads = spec.users.map((u) => encodeFields([u.login, u.password, spec.service, spec.realm]));
+  const payloads = requestPayloads(spec);
   let next = spec.firstUser ?? 0;
   let ok = 0;
   let errorCount = 0;

@@ -454,22 +454,21 @@ interface EqualLoad {
   rate: number;
   /** Whose closed-loop rate it is a share of. */
   basis: string;
-  results: { daemon: string; kind: DaemonSpec['kind']; result: LoadResult }[];
+  results: { daemon: string; result: LoadResult }[];
 }
 
 /** The equal-load pass offers this share of the best Cyrus's closed-loop rate (below its saturation). */
 const EQUAL_LOAD_SHARE = 0.8;
 
-function equalLoadLines(o: ScenarioOutcome): string[] {
+function equalLoadLines(passes: EqualLoad[] = []): string[] {
   const out: string[] = [];
-  for (const e of o.equalLoad ?? []) {
-    const fac = e.results.find((r) => r.kind === 'facteur');
-    const rest = e.results.filter((r) => r !== fac);
+  for (const e of passes) {
+    // In the scenario's order of daemons: facteur first.
     const fmt = (r: EqualLoad['results'][number]) =>
       `${r.daemon} ${fmtMs(r.result.p50)} / ${fmtMs(r.result.p99)}${r.result.errorCount ? ` (${r.result.errorCount} errors)` : ''}`;
     out.push(
       `${e.concurrency} client${e.concurrency > 1 ? 's' : ''} at equal load, ${fmtRate(e.rate)} auth/s offered (${Math.round(EQUAL_LOAD_SHARE * 100)} % of ${e.basis}'s rate), ` +
-        `p50 / p99 ms: ${[fac, ...rest].filter((r) => r !== undefined).map((r) => fmt(r!)).join(', ')}`,
+        `p50 / p99 ms: ${e.results.map(fmt).join(', ')}`,
     );
   }
   return out;
@@ -507,13 +506,17 @@ function scenarioRows(o: ScenarioOutcome, concurrency: number[]): { head: string
 }
 
 /** The issue's targets, cell by cell: throughput ratio against the best Cyrus configuration, and p99 no worse than it. */
+/** The Cyrus configuration with the highest rate at `c` clients: what facteur is compared with. */
+function bestCyrus(cells: Cell[], c: number): Cell | undefined {
+  return cells.filter((x) => x.result.concurrency === c && x.kind === 'cyrus').sort((a, b) => b.result.rate - a.result.rate)[0];
+}
+
 function verdicts(o: ScenarioOutcome, concurrency: number[]): string[] {
   if (!o.env?.target) return [];
   const out: string[] = [];
   for (const c of concurrency) {
-    const cells = o.cells.filter((x) => x.result.concurrency === c);
-    const fac = cells.find((x) => x.kind === 'facteur');
-    const cyrus = cells.filter((x) => x.kind === 'cyrus').sort((a, b) => b.result.rate - a.result.rate)[0];
+    const fac = o.cells.find((x) => x.result.concurrency === c && x.kind === 'facteur');
+    const cyrus = bestCyrus(o.cells, c);
     if (!fac || !cyrus) continue;
     const ratio = fac.result.rate / cyrus.result.rate;
     const p99ok = fac.result.p99 <= cyrus.result.p99;
@@ -589,7 +592,7 @@ function markdown(m: MachineInfo, f: Flags, outcomes: ScenarioOutcome[], started
                 'request was due), below the best Cyrus\'s saturation: the latency each gives at equal work, where the closed loop above ' +
                 'gives the faster daemon more requests to answer.',
               '',
-              ...equalLoadLines(o).map((l) => `- ${l}`),
+              ...equalLoadLines(o.equalLoad).map((l) => `- ${l}`),
             ]
           : []),
         ...(o.failures.length ? ['', ...o.failures.map((l) => `- **Failed:** ${l}`)] : []),
@@ -693,17 +696,15 @@ async function main(): Promise<number> {
             if (f.tail) process.stdout.write(`    tail (ms): ${TAIL.map((q) => `p${q} ${fmtMs(percentile(result.latencies, q))}`).join('  ')}\n`);
           }
           if (env.target && gen.kind === 'c') {
-            const here = outcome.cells.filter((x) => x.result.concurrency === c);
-            const best = here.filter((x) => x.kind === 'cyrus').sort((a, b) => b.result.rate - a.result.rate)[0];
+            const best = bestCyrus(outcome.cells, c);
             const compared = running.filter((d) => ['facteur', 'cyrus'].includes(kinds.get(d)!.kind));
             if (best && best.result.rate > 0) {
               const e: EqualLoad = { concurrency: c, rate: EQUAL_LOAD_SHARE * best.result.rate, basis: best.daemon, results: [] };
               for (const d of compared) {
                 const r = await gen.run({ ...base, socket: d.socket, durationMs: f.durationMs / f.rounds, rate: e.rate });
-                e.results.push({ daemon: kinds.get(d)!.label, kind: kinds.get(d)!.kind, result: r });
+                e.results.push({ daemon: kinds.get(d)!.label, result: r });
               }
               (outcome.equalLoad ??= []).push(e);
-              for (const l of equalLoadLines({ ...outcome, equalLoad: [e] })) process.stdout.write(`  ${l}\n`);
             }
           }
         }
@@ -713,7 +714,7 @@ async function main(): Promise<number> {
       const { head, rows } = scenarioRows(outcome, f.concurrency);
       process.stdout.write(`\n${textTable(head, rows)}\n`);
       for (const l of verdicts(outcome, f.concurrency)) process.stdout.write(`  ${l}\n`);
-      for (const l of equalLoadLines(outcome)) process.stdout.write(`  ${l}\n`);
+      for (const l of equalLoadLines(outcome.equalLoad)) process.stdout.write(`  ${l}\n`);
       process.stdout.write('\n');
     }
   } finally {

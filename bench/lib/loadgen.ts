@@ -116,8 +116,9 @@ export function oneRequest(socket: string, payload: Buffer, timeoutMs: number, g
       sock.once('connect', () => sock.write(payload));
       sock.on('data', (chunk) => {
         buf = buf ? Buffer.concat([buf, chunk]) : chunk;
+        // A reply longer than MAX_REPLY is refused even when complete, as a C client's fixed buffer refuses it.
         const frame = parseReply(buf);
-        if (frame) finish(null, frame.text.toString('utf8'));
+        if (frame && frame.text.length <= MAX_REPLY) finish(null, frame.text.toString('utf8'));
         else if (buf.length > MAX_REPLY + 2) finish(new Error('oversized reply'));
       });
       sock.once('error', (err: NodeJS.ErrnoException) => {

@@ -1,21 +1,28 @@
-// The benchmark's load generator must never count a refusal as a success: NO replies, dropped connections and
-// malformed replies are errors, by kind; latencies and merges are computed from successes only.
+// The benchmark's load generators, the C one (bench/lib/loadgen.c, the default) and the Node one (--generator node),
+// follow the same rules, checked by the same tests: only OK replies are successes; NO, dropped, truncated and oversized
+// replies are errors by kind; a full listen queue is waited out, not counted as a failure; latencies and merges are
+// computed from successes only.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
 import fs from 'node:fs/promises';
-import { runLoad, percentile, mergeResults, ConnectGate, oneRequest, type LoadResult } from '../../../bench/lib/loadgen.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { runLoad, percentile, mergeResults, ConnectGate, oneRequest, type LoadResult, type LoadSpec } from '../../../bench/lib/loadgen.js';
+import { buildCGenerator, runCLoad, parseOutput } from '../../../bench/lib/cgen.js';
 import { encodeFields, parseRequest } from '../../../src/auth/protocol/frame.js';
 import { tempDir } from '../../helpers/net.js';
 
 let dir: string;
 let sock: string;
 let server: net.Server;
+let bin: string;
 
-// A tiny saslauthd-like server: user0 → OK, user1 → NO, user2 → closes without replying, user3 → a garbage length prefix.
+// user0 → OK, user1 → NO, user2 → closes without replying, user3 → a garbage length prefix, user4 → an oversized
+// reply, user5 → OK after 20 ms.
 before(async () => {
   dir = await tempDir('facteur-loadgen-');
+  bin = buildCGenerator(path.join(dir, 'bin'));
   sock = path.join(dir, 'mux');
   server = net.createServer((s) => {
     let buf = Buffer.alloc(0);
@@ -28,6 +35,8 @@ before(async () => {
       if (login === 'user0' && pass === 'pass0') s.end(encodeFields(['OK']));
       else if (login === 'user2') s.destroy();
       else if (login === 'user3') s.end(Buffer.from([0xff, 0xff, 0x41]));
+      else if (login === 'user4') s.end(Buffer.concat([Buffer.from([0x08, 0x00]), Buffer.alloc(2048, 0x41)]));
+      else if (login === 'user5') setTimeout(() => s.end(encodeFields(['OK slow'])), 20);
       else s.end(encodeFields(['NO authentication failed']));
     });
     s.on('error', () => undefined);
@@ -40,35 +49,83 @@ after(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-const spec = (users: { login: string; password: string }[]) => ({ socket: sock, concurrency: 4, durationMs: 300, users, service: 'smtp', realm: '', timeoutMs: 2000 });
-
-test('only OK replies are successes; NO, dropped and truncated replies are errors by kind', async () => {
-  const users = [
-    { login: 'user0', password: 'pass0' },
-    { login: 'user1', password: 'pass1' },
-    { login: 'user2', password: 'pass2' },
-    { login: 'user3', password: 'pass3' },
-  ];
-  const r = await runLoad(spec(users));
-  assert.ok(r.ok > 0);
-  assert.ok(r.errors['reply: NO authentication failed'] > 0, JSON.stringify(r.errors));
-  assert.ok(r.errors['transport: closed without reply'] > 0, JSON.stringify(r.errors));
-  assert.ok(r.errors['transport: truncated reply'] > 0, JSON.stringify(r.errors));
-  assert.equal(r.errorCount, Object.values(r.errors).reduce((a, b) => a + b, 0));
-  // Users are taken in turn, so each kind is about a quarter of the requests.
-  const total = r.ok + r.errorCount;
-  assert.ok(r.ok >= total / 4 - 4 && r.ok <= total / 4 + 4, `ok ${r.ok} of ${total}`);
-  assert.equal(r.latencies.length, r.ok);
-  assert.ok(r.rate > 0 && r.p50 > 0 && r.p99 >= r.p50);
+const spec = (users: { login: string; password: string }[], o: { concurrency?: number; durationMs?: number; socket?: string } = {}) => ({
+  socket: o.socket ?? sock,
+  concurrency: o.concurrency ?? 4,
+  durationMs: o.durationMs ?? 300,
+  users,
+  service: 'smtp',
+  realm: '',
+  timeoutMs: 2000,
 });
 
-test('a wrong password is never counted as a success', async () => {
-  const r = await runLoad(spec([{ login: 'user0', password: 'wrong' }]));
-  assert.equal(r.ok, 0);
-  assert.ok(r.errorCount > 0);
-  assert.ok(Number.isNaN(r.p50));
-  assert.equal(r.rate, 0);
-});
+const generators: [string, (spec: LoadSpec) => Promise<LoadResult>][] = [
+  ['C', (s) => runCLoad(bin, s)],
+  ['Node', runLoad],
+];
+
+for (const [gen, run] of generators) {
+  test(`${gen}: only OK replies are successes; NO, dropped, truncated and oversized replies are errors by kind`, async () => {
+    const users = ['0', '1', '2', '3', '4'].map((i) => ({ login: `user${i}`, password: i === '0' ? 'pass0' : 'x' }));
+    const r = await run(spec(users));
+    assert.ok(r.ok > 0);
+    assert.ok(r.errors['reply: NO authentication failed'] > 0, JSON.stringify(r.errors));
+    assert.ok(r.errors['transport: closed without reply'] > 0, JSON.stringify(r.errors));
+    assert.ok(r.errors['transport: truncated reply'] > 0, JSON.stringify(r.errors));
+    assert.ok(r.errors['transport: oversized reply'] > 0, JSON.stringify(r.errors));
+    assert.equal(r.errorCount, Object.values(r.errors).reduce((a, b) => a + b, 0));
+    // Users are taken in turn, so each kind is about a fifth of the requests.
+    const total = r.ok + r.errorCount;
+    assert.ok(r.ok >= total / 5 - 4 && r.ok <= total / 5 + 4, `ok ${r.ok} of ${total}`);
+    assert.equal(r.latencies.length, r.ok);
+    assert.ok(r.rate > 0 && r.p50 > 0 && r.p99 >= r.p50);
+    assert.ok(r.generatorCpuMs > 0 && r.elapsedMs >= 300);
+  });
+
+  test(`${gen}: a wrong password is never counted as a success`, async () => {
+    const r = await run(spec([{ login: 'user0', password: 'wrong' }]));
+    assert.equal(r.ok, 0);
+    assert.ok(r.errorCount > 0);
+    assert.ok(Number.isNaN(r.p50));
+    assert.equal(r.rate, 0);
+  });
+
+  test(`${gen}: latencies are measured: replies held 20 ms take at least 20 ms`, async () => {
+    const r = await run(spec([{ login: 'user5', password: 'x' }], { concurrency: 2, durationMs: 200 }));
+    assert.ok(r.ok >= 10, `ok ${r.ok}`);
+    assert.ok(r.p50 >= 20 && r.max < 1000, `p50 ${r.p50} max ${r.max}`);
+    // Two clients, one request at a time each, ~20 ms apiece: about 100 per second, never more.
+    assert.ok(r.rate <= 2 * (1000 / 20), `rate ${r.rate}`);
+  });
+
+  test(`${gen}: a missing socket is counted as a transport error for the whole run, and the run still ends`, async () => {
+    const r = await run(spec([{ login: 'user0', password: 'pass0' }], { socket: path.join(dir, 'nothing'), durationMs: 100 }));
+    assert.equal(r.ok, 0);
+    assert.ok(r.errors['transport: ENOENT'] > 0, JSON.stringify(r.errors));
+    assert.ok(r.elapsedMs >= 100 && r.elapsedMs < 2000);
+  });
+
+  test(`${gen}: a full listen queue is waited out (EAGAIN retried in turn), not counted as an error`, async () => {
+    // A server with a listen queue of 1 that accepts one connection every 5 ms: most of 16 clients' connects are refused.
+    const slow = path.join(dir, `slow-${gen}`);
+    const py = spawn('python3', ['-c', `
+import socket, time, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)
+print('ready', flush=True)
+while True:
+    c, _ = s.accept(); c.recv(1024); c.sendall(b'\\x00\\x02OK'); c.close(); time.sleep(0.005)
+`, slow], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await readyLine(py);
+      const r = await run(spec([{ login: 'user0', password: 'pass0' }], { socket: slow, concurrency: 16, durationMs: 300 }));
+      assert.equal(r.errorCount, 0, JSON.stringify(r.errors));
+      assert.ok(r.connectRetries > 0, 'connects were refused and retried');
+      assert.ok(r.ok > 10, `ok ${r.ok}`);
+    } finally {
+      py.kill();
+    }
+  });
+}
 
 test('a missing socket is a transport error, not a hang', async () => {
   await assert.rejects(oneRequest(path.join(dir, 'nothing'), encodeFields(['a', 'b', 'c', '']), 1000), /ENOENT/);
@@ -120,3 +177,36 @@ test('the connect gate lets waiting clients through in order, one per completed 
   assert.deepEqual(order, ['a', 'b', 'c']);
   assert.equal(g.waiting, false);
 });
+
+test('with a rate, requests follow a fixed schedule and a late reply counts from when its request was due', async () => {
+  // 4 clients, 200 requests/s in all, 500 ms: ~100 requests, whatever the daemon's speed.
+  const fast = await runCLoad(bin, { ...spec([{ login: 'user0', password: 'pass0' }], { concurrency: 4, durationMs: 500 }), rate: 200 });
+  assert.equal(fast.errorCount, 0, JSON.stringify(fast.errors));
+  assert.ok(fast.ok >= 90 && fast.ok <= 101, `ok ${fast.ok}`);
+  // Replies held 20 ms, 2 clients asked for 200/s (each due every 10 ms): they fall behind, and the latencies say so,
+  // growing with the backlog, where a closed loop would report a flat 20 ms.
+  const slow = await runCLoad(bin, { ...spec([{ login: 'user5', password: 'x' }], { concurrency: 2, durationMs: 400 }), rate: 200 });
+  assert.ok(slow.ok >= 20 && slow.ok < 60, `ok ${slow.ok}`);
+  assert.ok(slow.max >= 100, `max ${slow.max}: the last requests waited for the backlog`);
+  assert.ok(slow.p50 > 30, `p50 ${slow.p50}`);
+});
+
+test('the output parser refuses a result whose latencies do not match its count', () => {
+  const head = Buffer.from('{"ok":2,"errorCount":0,"connectRetries":0,"elapsedMs":10,"generatorCpuMs":1,"errors":{}}\n');
+  const lat = Buffer.alloc(16);
+  lat.writeDoubleLE(2, 0);
+  lat.writeDoubleLE(1, 8);
+  const r = parseOutput(Buffer.concat([head, lat]), 1);
+  assert.deepEqual(Array.from(r.latencies), [1, 2]);
+  assert.equal(r.rate, 200);
+  assert.throws(() => parseOutput(Buffer.concat([head, lat.subarray(0, 8)]), 1), /8 bytes of latencies for 2 successes/);
+  assert.throws(() => parseOutput(Buffer.from('{"ok":-1}\n'), 1), /bad ok/);
+  assert.throws(() => parseOutput(Buffer.from('no newline'), 1), /no result line/);
+});
+
+function readyLine(p: ChildProcess): Promise<void> {
+  return new Promise((resolve, reject) => {
+    p.stdout!.once('data', () => resolve());
+    p.once('exit', (code) => reject(new Error(`python server exited with ${code}`)));
+  });
+}
